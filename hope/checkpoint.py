@@ -1,0 +1,98 @@
+"""Checkpoints: atomic save, safe load (`weights_only=True`), and model + config round-trip.
+
+A checkpoint is a plain dict of tensors and Python primitives, so `torch.load(weights_only=True)` can read it
+and a checkpoint from a stranger cannot run code. Keys:
+  format, model_type, config (resolved config as a dict), model (state_dict), ema (state_dict or None),
+  optimizer, scaler, step, rng, and free-form extras (e.g. tokens_seen).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hope.config import Config, ConfigError, config_from_dict, config_to_dict
+from hope.errors import HopeError
+
+FORMAT = "hope-checkpoint-v1"
+
+
+class CheckpointError(HopeError):
+    """A missing, corrupt or mismatched checkpoint."""
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write atomically: temp file in the same directory, fsync, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, **payload}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with `weights_only=True`; every failure becomes a one-line CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path} (train one with hope-train, or pass --ckpt PATH)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: corrupt or not a safe hope checkpoint ({reason[:160]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{path} is not a hope checkpoint (expected format '{FORMAT}')")
+    return ckpt
+
+
+def checkpoint_config(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> Config:
+    try:
+        return config_from_dict(ckpt["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: stored config is invalid: {exc}") from None
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True):
+    """Checkpoint -> (model in eval mode on `device`, its Config, the raw checkpoint dict).
+
+    Uses the EMA weights when the checkpoint has them (they are what evaluation is meant to see).
+    """
+    from hope.models import build_model  # models sit below checkpoint users, not below this module's import
+
+    ckpt = load_checkpoint(path)
+    cfg = checkpoint_config(ckpt, path)
+    model = build_model(cfg)
+    weights = ckpt["ema"] if use_ema and ckpt.get("ema") else ckpt["model"]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise CheckpointError(f"{path}: weights do not match its config ({' '.join(first[:2])[:200]})") from None
+    return model.to(device).eval(), cfg, ckpt
+
+
+def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """state_dict of the underlying model (unwraps DDP and torch.compile)."""
+    inner = getattr(model, "module", model)
+    inner = getattr(inner, "_orig_mod", inner)
+    return inner.state_dict()
+
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "checkpoint_config", "load_model", "model_state",
+           "config_to_dict"]

@@ -1,0 +1,21 @@
+"""`hope-eval-long`: not implemented yet.
+
+Run as:
+    hope-eval-long --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hope-eval-long", description="(not implemented yet)")
+    parser.parse_args(argv)
+    print("hope-eval-long: not implemented yet", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""`hope-meta-train`: not implemented yet.
+
+Run as:
+    hope-meta-train --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hope-meta-train", description="(not implemented yet)")
+    parser.parse_args(argv)
+    print("hope-meta-train: not implemented yet", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

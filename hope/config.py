@@ -1,0 +1,347 @@
+"""All configuration: typed dataclasses, YAML loading, command-line overrides, validation, dump.
+
+Precedence: dataclass defaults < `--config` YAML file < command-line flags (`--steps`, ..., `--set a.b=v`).
+Every key is documented in `configs/example.yaml`; `tests/test_config.py` keeps the two in sync.
+A resolved `Config` round-trips through `config_to_dict` / `config_from_dict` (and YAML) unchanged, which is
+how it travels inside checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from hope.errors import HopeError
+
+MODEL_TYPES = ("hope", "baseline")
+OPTIMIZER_TYPES = ("adamw", "sgd", "muon", "m3")
+AMP_DTYPES = ("bf16", "fp16")
+CMS_KINDS = ("chain", "mlp")
+
+
+class ConfigError(HopeError):
+    """A bad config key or value."""
+
+
+@dataclass
+class Schedule:
+    """A value ramped linearly from `start` (step 0) to `end` (step >= warmup_steps).
+
+    In YAML either a plain number (constant) or `{start, end, warmup_steps}`.
+    """
+
+    start: float
+    end: float
+    warmup_steps: int = 0
+
+    def at(self, step: int) -> float:
+        if self.warmup_steps <= 0 or step >= self.warmup_steps:
+            return self.end
+        return self.start + (self.end - self.start) * step / self.warmup_steps
+
+
+@dataclass
+class UpdateFrequencies:
+    mem_write: int = 16  # tokens per SMT memory write (chunk size C; 1 = exact per-token rule)
+    error_update: int = 32  # tokens per in-context update of the fast CMS level
+    optimizer_step: int = 4  # optimiser steps per update of the slow CMS level
+
+
+@dataclass
+class Metrics:
+    track_ppl: bool = True
+    track_accuracy: bool = True
+
+
+@dataclass
+class Meta:
+    use: bool = False
+    inner_steps: int = 1  # in-context adaptation steps on the support segment
+    outer_steps: int = 1  # meta-updates per meta round
+    outer_frequency: int = 50  # training steps between meta rounds
+    lr: float = 1e-4  # meta-optimiser learning rate
+    support_len: int = 64  # bytes in the support segment
+    query_len: int = 64  # bytes in the query segment that follows it
+    split: float = 0.05  # fraction of the training split held out as the meta split
+
+
+@dataclass
+class Config:
+    # ---- model size
+    model_type: str = "hope"
+    dim: int = 128
+    depth: int = 4
+    num_heads: int = 4
+    ff_mult: float = 4.0
+    max_len: int = 256
+    attn_window: int = 64
+    dropout: float = 0.0
+    # ---- memory
+    memory_capacity: int = 64
+    top_k: int = 4
+    error_decay: float = 0.9
+    surprise_scale: Schedule = field(default_factory=lambda: Schedule(1.0, 1.0, 0))
+    mem_write: Schedule = field(default_factory=lambda: Schedule(1.0, 1.0, 0))
+    memory_hidden_mult: float = 2.0
+    memory_momentum: bool = True
+    self_modifying: bool = True
+    cms: str = "chain"
+    update_frequencies: UpdateFrequencies = field(default_factory=UpdateFrequencies)
+    # ---- optimiser and stability
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    beta2: float = 0.99
+    base_momentum: float = 0.9
+    ema_decay: float = 0.0
+    optimizer_type: str = "adamw"
+    grad_clip_norm: float = 1.0
+    grad_accum_steps: int = 1
+    max_bad_steps: int = 10
+    # ---- data and training
+    data: str | None = None
+    batch_size: int = 8
+    seq_len: int = 128
+    steps: int = 200
+    num_workers: int = 0
+    pin_memory: bool = False
+    prefetch_factor: int = 2
+    recall_fraction: float = 0.0
+    seed: int = 1337
+    log_interval: int = 10
+    eval_interval: int = 100
+    eval_batches: int = 20
+    out: str = "hope_checkpoint.pt"
+    # ---- device and mixed precision
+    device: str = "auto"
+    cuda_device: int = 0
+    amp: bool = False
+    amp_dtype: str = "bf16"
+    compile: bool = False
+    debug_anomaly: bool = False
+    # ---- metrics and meta-learning
+    metrics: Metrics = field(default_factory=Metrics)
+    meta: Meta = field(default_factory=Meta)
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+
+# ----------------------------------------------------------------------------- dict <-> dataclass
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Dataclass -> plain nested dict of YAML/JSON-safe values (Schedules as {start, end, warmup_steps})."""
+    return dataclasses.asdict(cfg)
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Union:
+        return " or ".join(_type_name(a) for a in get_args(tp) if a is not type(None)) + " or null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert one YAML value to the declared field type, or raise ConfigError."""
+    if get_origin(tp) is Union:  # Optional[X]
+        if value is None:
+            return None
+        (inner,) = [a for a in get_args(tp) if a is not type(None)]
+        return _coerce(value, inner, key)
+    if tp is Schedule:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return Schedule(float(value), float(value), 0)
+        if isinstance(value, dict):
+            return _from_dict(Schedule, value, key)
+        raise ConfigError(f"{key}: expected a number or {{start, end, warmup_steps}}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {[f.name for f in dataclasses.fields(tp)]}, got {value!r}")
+        return _from_dict(tp, value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f" (did you mean '{(prefix + '.' if prefix else '') + close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{full}'{hint}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    if cls is Schedule and not {"start", "end"} <= kwargs.keys():
+        raise ConfigError(f"{prefix}: a schedule needs both 'start' and 'end'")
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Nested dict -> validated Config (unknown keys and wrong types raise ConfigError)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping of keys to values, got {type(data).__name__}")
+    cfg = _from_dict(Config, data)
+    validate(cfg)
+    return cfg
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and set(out[key]) != {"start", "end", "warmup_steps"}:
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# ----------------------------------------------------------------------------- files and overrides
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file; a missing file or malformed YAML raises ConfigError (with the line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"malformed YAML in {path}{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    return data
+
+
+def parse_set(assignment: str) -> dict[str, Any]:
+    """`a.b=value` -> {"a": {"b": value}}; the value is parsed as YAML (numbers, bools, mappings)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key=value, got '{assignment}'")
+    key, raw = assignment.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[dict[str, Any]] | None = None) -> Config:
+    """defaults < YAML file at `path` < each override dict in order; validated."""
+    data = config_to_dict(Config())
+    if path is not None:
+        data = _merge(data, read_yaml(path))
+    for override in overrides or []:
+        data = _merge(data, override)
+    return config_from_dict(data)
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def validate(cfg: Config) -> None:
+    """Semantic checks with one-line messages (types were checked while loading)."""
+
+    def positive(name: str, value: float) -> None:
+        if not value > 0:
+            raise ConfigError(f"{name} must be > 0, got {value}")
+
+    for name in ("dim", "depth", "num_heads", "max_len", "batch_size", "seq_len", "steps", "grad_accum_steps",
+                 "log_interval", "eval_interval", "eval_batches", "attn_window", "prefetch_factor", "max_bad_steps"):
+        positive(name, getattr(cfg, name))
+    positive("ff_mult", cfg.ff_mult)
+    positive("memory_hidden_mult", cfg.memory_hidden_mult)
+    positive("lr", cfg.lr)
+    for name in ("mem_write", "error_update", "optimizer_step"):
+        positive(f"update_frequencies.{name}", getattr(cfg.update_frequencies, name))
+    for name in ("inner_steps", "outer_steps", "outer_frequency"):
+        value = getattr(cfg.meta, name)
+        if value < 0 or (name != "inner_steps" and value == 0):
+            raise ConfigError(f"meta.{name} must be {'>= 0' if name == 'inner_steps' else '> 0'}, got {value}")
+    positive("meta.lr", cfg.meta.lr)
+    positive("meta.support_len", cfg.meta.support_len)
+    positive("meta.query_len", cfg.meta.query_len)
+    if not 0.0 < cfg.meta.split < 0.5:
+        raise ConfigError(f"meta.split must be in (0, 0.5), got {cfg.meta.split}")
+    if cfg.model_type not in MODEL_TYPES:
+        raise ConfigError(f"unknown model_type '{cfg.model_type}' (choose from {', '.join(MODEL_TYPES)})")
+    if cfg.optimizer_type not in OPTIMIZER_TYPES:
+        raise ConfigError(f"unknown optimizer_type '{cfg.optimizer_type}' (choose from {', '.join(OPTIMIZER_TYPES)})")
+    if cfg.amp_dtype not in AMP_DTYPES:
+        raise ConfigError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got '{cfg.amp_dtype}'")
+    if cfg.cms not in CMS_KINDS:
+        raise ConfigError(f"cms must be one of {', '.join(CMS_KINDS)}, got '{cfg.cms}'")
+    if cfg.dim % cfg.num_heads != 0:
+        raise ConfigError(f"dim ({cfg.dim}) must be divisible by num_heads ({cfg.num_heads})")
+    if cfg.head_dim % 2 != 0:
+        raise ConfigError(f"dim / num_heads ({cfg.head_dim}) must be even for rotary positions")
+    if cfg.max_len < cfg.seq_len:
+        raise ConfigError(f"max_len ({cfg.max_len}) must be >= seq_len ({cfg.seq_len})")
+    if cfg.memory_capacity < 0:
+        raise ConfigError(f"memory_capacity must be >= 0, got {cfg.memory_capacity}")
+    if cfg.memory_capacity > 0 and not 0 < cfg.top_k <= cfg.memory_capacity:
+        raise ConfigError(f"top_k ({cfg.top_k}) must be between 1 and memory_capacity ({cfg.memory_capacity})")
+    if not 0.0 <= cfg.error_decay < 1.0:
+        raise ConfigError(f"error_decay must be in [0, 1), got {cfg.error_decay}")
+    for name in ("surprise_scale", "mem_write"):
+        sched: Schedule = getattr(cfg, name)
+        if sched.warmup_steps < 0 or not (math.isfinite(sched.start) and math.isfinite(sched.end)):
+            raise ConfigError(f"{name}: warmup_steps must be >= 0 and start/end finite")
+        if min(sched.start, sched.end) < 0:
+            raise ConfigError(f"{name}: start and end must be >= 0")
+    if cfg.mem_write.start > 1 or cfg.mem_write.end > 1:
+        raise ConfigError("mem_write: start and end are gates in [0, 1]")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise ConfigError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
+    if not 0.0 <= cfg.base_momentum < 1.0:
+        raise ConfigError(f"base_momentum must be in [0, 1), got {cfg.base_momentum}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {cfg.dropout}")
+    if not 0.0 <= cfg.recall_fraction <= 1.0:
+        raise ConfigError(f"recall_fraction must be in [0, 1], got {cfg.recall_fraction}")
+    if cfg.grad_clip_norm < 0:
+        raise ConfigError(f"grad_clip_norm must be >= 0 (0 disables clipping), got {cfg.grad_clip_norm}")
+    if cfg.num_workers < 0:
+        raise ConfigError(f"num_workers must be >= 0, got {cfg.num_workers}")
+    if cfg.min_lr < 0 or cfg.min_lr > cfg.lr:
+        raise ConfigError(f"min_lr must be in [0, lr], got {cfg.min_lr}")
+    if cfg.warmup_steps < 0:
+        raise ConfigError(f"warmup_steps must be >= 0, got {cfg.warmup_steps}")
+    if not (cfg.device in ("auto", "cpu", "cuda", "mps") or cfg.device.startswith("cuda:")):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{cfg.device}'")

@@ -1,0 +1,433 @@
+"""Figures of the reports: long-context recall, perplexity by position bin, HOPE vs baseline, forgetting.
+
+Each ``plot_*`` function reads one report file written by another command (formats below), draws one PNG and
+saves it atomically. ``plot_reports`` draws whichever of them it is given; it is what ``hope-plot-reports``
+calls.
+
+- ``long_context.csv``: ``gap,recall_prob,chance,trials,model_type,checkpoint`` (one row per model and gap)
+- ``binned_ppl.csv``: ``bin_start,bin_end,loss,ppl,tokens,model_type,checkpoint`` (bin_end exclusive)
+- ``metrics.json``: ``{"models": {name: {"params", "train": {...}, "val": {...}}}, "hf": ...}``
+- ``continual_metrics.json``: ``{"domains": [...], "models": {name: {"loss_matrix", ...}}}``
+
+Figures are built on a bare ``matplotlib.figure.Figure`` with the Agg canvas instead of through ``pyplot``:
+no display is ever needed (headless servers), and no global pyplot state or backend is changed in the
+caller's process (a notebook keeps its own backend, and no figure leaks if drawing fails).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import textwrap
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colors as mcolors
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import FixedLocator, NullLocator, PercentFormatter
+
+from hope.report.writers import atomic_open, compute_forgetting
+
+__all__ = [
+    "DPI",
+    "RECALL_FIGSIZE",
+    "BINNED_FIGSIZE",
+    "COMPARE_FIGSIZE",
+    "heatmap_figsize",
+    "plot_recall_curve",
+    "plot_binned_ppl",
+    "plot_compare_metrics",
+    "plot_forgetting_heatmap",
+    "plot_reports",
+]
+
+PathLike = str | os.PathLike[str]
+
+DPI = 120
+# Fixed figure sizes in inches (saved without bbox cropping, so the PNG is exactly size * DPI pixels).
+RECALL_FIGSIZE = (8.0, 5.0)
+BINNED_FIGSIZE = (8.0, 5.0)
+COMPARE_FIGSIZE = (14.0, 5.2)
+
+RECALL_COLUMNS = ("gap", "recall_prob", "chance", "trials", "model_type", "checkpoint")
+BINNED_COLUMNS = ("bin_start", "bin_end", "loss", "ppl", "tokens", "model_type", "checkpoint")
+
+# Okabe-Ito colours (distinguishable with colour-blindness): HOPE and the baseline keep theirs in every figure.
+_MODEL_COLORS = {"hope": "#D55E00", "baseline": "#0072B2"}
+_OTHER_COLORS = ("#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def heatmap_figsize(n_models: int) -> tuple[float, float]:
+    """Figure size of the forgetting heatmap: one square-ish panel per model plus the colour bar."""
+    return (4.4 * n_models + 1.4, 4.9)
+
+
+# --------------------------------------------------------------------------------------------------
+# reading inputs
+# --------------------------------------------------------------------------------------------------
+
+
+def _require_file(path: PathLike, what: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} not found: {p} (run the command that writes it first)")
+    if p.stat().st_size == 0:
+        raise ValueError(f"{what} is empty: {p}")
+    return p
+
+
+def _read_csv(path: PathLike, columns: Sequence[str], what: str) -> list[dict[str, Any]]:
+    """Rows of a report CSV with numeric columns converted to float; clear errors name the file."""
+    p = _require_file(path, what)
+    with p.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{what} {p} lacks column(s) {missing}; header is {reader.fieldnames}")
+        rows = list(reader)
+    if not rows:
+        raise ValueError(f"{what} {p} has a header but no data rows")
+    text_columns = {"model_type", "checkpoint"}
+    parsed = []
+    for line_no, row in enumerate(rows, start=2):
+        out: dict[str, Any] = {}
+        for c in columns:
+            if c in text_columns:
+                out[c] = (row[c] or "").strip()
+                continue
+            try:
+                out[c] = float(row[c])
+            except (TypeError, ValueError):
+                raise ValueError(f"{what} {p}, line {line_no}: column {c!r} is not a number: {row[c]!r}") from None
+        parsed.append(out)
+    return parsed
+
+
+def _read_json(path: PathLike, what: str) -> dict[str, Any]:
+    p = _require_file(path, what)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} {p} is not valid JSON: {e}") from None
+    if not isinstance(data, dict) or not data.get("models"):
+        raise ValueError(f"{what} {p} has no 'models' entry with results")
+    return data
+
+
+# --------------------------------------------------------------------------------------------------
+# shared drawing helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _new_figure(figsize: tuple[float, float]) -> Figure:
+    # Constrained layout (the successor of tight_layout) also makes room for figure legends and colour bars.
+    fig = Figure(figsize=figsize, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, out_png: PathLike) -> Path:
+    out = Path(out_png)
+    with atomic_open(out, "wb") as f:
+        fig.savefig(f, format="png", dpi=DPI)
+    return out
+
+
+def _model_order(names: Sequence[str]) -> list[str]:
+    """HOPE first, then the baseline, then anything else alphabetically: the same order in every figure."""
+    return sorted(set(names), key=lambda n: ({"hope": 0, "baseline": 1}.get(n, 2), n))
+
+
+def _display_name(model_type: str) -> str:
+    return {"hope": "HOPE", "baseline": "Baseline"}.get(model_type, model_type)
+
+
+def _base_color(model_type: str, others: list[str]) -> str:
+    if model_type in _MODEL_COLORS:
+        return _MODEL_COLORS[model_type]
+    if model_type not in others:
+        others.append(model_type)
+    return _OTHER_COLORS[others.index(model_type) % len(_OTHER_COLORS)]
+
+
+def _lighten(color: str, amount: float) -> tuple[float, float, float]:
+    r, g, b = mcolors.to_rgb(color)
+    return (r + (1 - r) * amount, g + (1 - g) * amount, b + (1 - b) * amount)
+
+
+def _series(rows: list[dict[str, Any]]) -> list[tuple[str, tuple[float, float, float], str, list[dict[str, Any]]]]:
+    """Group rows into one series per (model_type, checkpoint): ``(label, colour, marker, rows)``.
+
+    The checkpoint is named in the label only when one model type has several checkpoints; those share the
+    type's colour in lighter shades so the type stays recognisable.
+    """
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["model_type"], r["checkpoint"])].append(r)
+    others: list[str] = []
+    out = []
+    for m_i, model_type in enumerate(_model_order([k[0] for k in groups])):
+        ckpts = sorted(c for (t, c) in groups if t == model_type)
+        short = [Path(c).name or c for c in ckpts]
+        # Fall back to the full path when two checkpoints share a file name (e.g. runs/a/x.pt, runs/b/x.pt).
+        names = short if len(set(short)) == len(short) else ckpts
+        base = _base_color(model_type, others)
+        for c_i, (ckpt, name) in enumerate(zip(ckpts, names)):
+            label = _display_name(model_type) if len(ckpts) == 1 else f"{_display_name(model_type)} ({name})"
+            shade = _lighten(base, 0.55 * c_i / max(1, len(ckpts) - 1)) if len(ckpts) > 1 else mcolors.to_rgb(base)
+            marker = _MARKERS[(m_i + c_i) % len(_MARKERS)]
+            out.append((label, shade, marker, groups[(model_type, ckpt)]))
+    return out
+
+
+def _label_bars(ax: Axes, bars: Any, values: Sequence[float], fmt: str, fontsize: float) -> None:
+    labels = [fmt.format(v) if math.isfinite(v) else "" for v in values]
+    ax.bar_label(bars, labels=labels, padding=2, fontsize=fontsize)
+
+
+# --------------------------------------------------------------------------------------------------
+# the figures
+# --------------------------------------------------------------------------------------------------
+
+
+def plot_recall_curve(csv_path: PathLike, out_png: PathLike) -> Path:
+    """Recall probability vs gap (log2 x-axis), one line per model/checkpoint, chance as a dashed line.
+
+    The shaded band is +-1 binomial standard error, sqrt(p (1 - p) / trials), so a difference between two
+    curves smaller than the bands is not evidence of anything.
+    """
+    rows = _read_csv(csv_path, RECALL_COLUMNS, "long-context CSV")
+    fig = _new_figure(RECALL_FIGSIZE)
+    ax = fig.add_subplot()
+    for label, color, marker, series in _series(rows):
+        series = sorted(series, key=lambda r: r["gap"])
+        gaps = np.array([r["gap"] for r in series])
+        p = np.clip(np.array([r["recall_prob"] for r in series]), 0.0, 1.0)
+        n = np.maximum(np.array([r["trials"] for r in series]), 1.0)
+        se = np.sqrt(p * (1.0 - p) / n)
+        ax.plot(gaps, p, marker=marker, color=color, linewidth=2, markersize=6, label=label)
+        ax.fill_between(gaps, np.clip(p - se, 0, 1), np.clip(p + se, 0, 1), color=color, alpha=0.15, linewidth=0)
+
+    all_gaps = sorted({r["gap"] for r in rows})
+    chance_by_gap: dict[float, list[float]] = defaultdict(list)
+    for r in rows:
+        chance_by_gap[r["gap"]].append(r["chance"])
+    chance = [float(np.mean(chance_by_gap[g])) for g in all_gaps]
+    if max(chance) - min(chance) < 1e-12:
+        ax.axhline(chance[0], color="0.35", linestyle="--", linewidth=1.3, label=f"chance ({chance[0]:.3g})")
+    else:
+        ax.plot(all_gaps, chance, color="0.35", linestyle="--", linewidth=1.3, label="chance")
+
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(all_gaps))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{int(g)}" if float(g).is_integer() else f"{g:g}" for g in all_gaps])
+    lo, hi = all_gaps[0], all_gaps[-1]
+    ax.set_xlim(lo / 2 ** 0.4, hi * 2 ** 0.4)  # a margin of 0.4 octave on each side
+    ax.set_ylim(-0.02, 1.04)
+    ax.set_xlabel("gap between stored fact and query (bytes, log2 scale)")
+    ax.set_ylabel("recall probability")
+    trials = sorted({int(r["trials"]) for r in rows})
+    trials_txt = f"{trials[0]} trials per point" if len(trials) == 1 else f"{trials[0]}-{trials[-1]} trials per point"
+    ax.set_title(f"Long-context recall vs gap\n(shaded: ±1 standard error, {trials_txt})", fontsize=11)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", frameon=True)
+    return _save(fig, out_png)
+
+
+def plot_binned_ppl(csv_path: PathLike, out_png: PathLike) -> Path:
+    """Perplexity per byte in each position bin, as grouped bars with one bar series per model/checkpoint."""
+    rows = _read_csv(csv_path, BINNED_COLUMNS, "binned-perplexity CSV")
+    bins = sorted({(r["bin_start"], r["bin_end"]) for r in rows})
+    series = _series(rows)
+    fig = _new_figure(BINNED_FIGSIZE)
+    ax = fig.add_subplot()
+    x = np.arange(len(bins))
+    width = 0.8 / len(series)
+    n_bars = len(bins) * len(series)
+    fontsize = 9 if n_bars <= 12 else 7
+    for s_i, (label, color, _, srows) in enumerate(series):
+        by_bin = {(r["bin_start"], r["bin_end"]): r["ppl"] for r in srows}
+        values = [by_bin.get(b, float("nan")) for b in bins]
+        bars = ax.bar(x + (s_i - (len(series) - 1) / 2) * width, values, width * 0.95, color=color, label=label)
+        if n_bars <= 32:  # beyond that the labels overlap and only add noise
+            _label_bars(ax, bars, values, "{:.2f}", fontsize)
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"[{int(a)}, {int(b)})" for a, b in bins])
+    ax.set_xlabel("position of the predicted byte in the sequence (bytes; bin end exclusive)")
+    ax.set_ylabel("perplexity per byte (exp of loss in nats/byte)")
+    ax.set_title("Perplexity by position bin (lower is better)", fontsize=11)
+    ax.set_ylim(0, max(r["ppl"] for r in rows if math.isfinite(r["ppl"])) * 1.15)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(loc="upper right", frameon=True)
+    return _save(fig, out_png)
+
+
+def _metric(model: Mapping[str, Any], split: str, key: str) -> float:
+    value = (model.get(split) or {}).get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
+
+
+def _grouped_bars(ax: Axes, groups: Sequence[str], per_model: Mapping[str, Sequence[float]],
+                  colors: Mapping[str, str], fmt: str, fontsize: float) -> None:
+    x = np.arange(len(groups))
+    width = 0.8 / len(per_model)
+    for m_i, (name, values) in enumerate(per_model.items()):
+        offset = (m_i - (len(per_model) - 1) / 2) * width
+        bars = ax.bar(x + offset, values, width * 0.95, color=colors[name])
+        _label_bars(ax, bars, values, fmt, fontsize)
+    ax.set_xticks(x)
+    ax.set_xticklabels(groups)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+
+
+def plot_compare_metrics(json_path: PathLike, out_png: PathLike) -> Path:
+    """HOPE vs baseline from ``metrics.json``: loss, bits per byte and top-1/5/10 accuracy, train and val."""
+    data = _read_json(json_path, "metrics JSON")
+    models: Mapping[str, Mapping[str, Any]] = data["models"]
+    order = _model_order(list(models))
+    others: list[str] = []
+    colors = {n: _base_color(n, others) for n in order}
+
+    fig = _new_figure(COMPARE_FIGSIZE)
+    ax_loss, ax_bpb, ax_acc = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 2.2]})
+    splits = ("train", "val")
+
+    _grouped_bars(ax_loss, splits, {n: [_metric(models[n], s, "loss") for s in splits] for n in order},
+                  colors, "{:.3f}", 9)
+    ax_loss.set_ylabel("loss (nats/byte)")
+    ax_loss.set_title("Cross-entropy loss\n(lower is better)", fontsize=11)
+
+    _grouped_bars(ax_bpb, splits, {n: [_metric(models[n], s, "bpb") for s in splits] for n in order},
+                  colors, "{:.3f}", 9)
+    ax_bpb.set_ylabel("bits per byte")
+    ax_bpb.set_title("Bits per byte\n(lower is better)", fontsize=11)
+    hf = data.get("hf")
+    if isinstance(hf, Mapping) and isinstance(hf.get("bpb"), (int, float)) and math.isfinite(hf["bpb"]):
+        # The pretrained model was scored on the validation text only, hence a reference line, not a bar pair.
+        ax_bpb.axhline(hf["bpb"], color="0.3", linestyle="--", linewidth=1.2,
+                       label=f"{hf.get('model', 'HF model')} (val): {hf['bpb']:.3f}")
+        ax_bpb.legend(loc="lower center", fontsize=8, frameon=True)
+
+    acc_keys = (("top-1", "accuracy"), ("top-5", "top5_acc"), ("top-10", "top10_acc"))
+    groups = [f"{k_label}\n{s}" for k_label, _ in acc_keys for s in splits]
+    _grouped_bars(ax_acc, groups,
+                  {n: [100 * _metric(models[n], s, k) for _, k in acc_keys for s in splits] for n in order},
+                  colors, "{:.1f}", 8 if len(order) <= 2 else 6.5)
+    ax_acc.set_ylabel("next-byte accuracy (%)")
+    ax_acc.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+    ax_acc.set_ylim(0, 105)
+    ax_acc.set_title("Top-k accuracy on train and validation\n(higher is better)", fontsize=11)
+
+    for ax in (ax_loss, ax_bpb):
+        top = np.nanmax([_metric(models[n], s, k) for n in order for s in splits for k in ("loss", "bpb")])
+        if math.isfinite(top):
+            ax.set_ylim(0, top * 1.15)
+
+    def legend_label(name: str) -> str:
+        params = models[name].get("params")
+        return f"{_display_name(name)} ({params / 1e6:.2f}M params)" if isinstance(params, (int, float)) else _display_name(name)
+
+    handles = [Rectangle((0, 0), 1, 1, color=colors[n]) for n in order]
+    fig.legend(handles, [legend_label(n) for n in order], loc="outside upper center", ncols=len(order), frameon=False)
+    return _save(fig, out_png)
+
+
+def _short_domain(name: str) -> str:
+    """"A: lines 0-1000" -> "A"; names without a "X:" prefix are wrapped to fit under a heatmap column."""
+    head = name.split(":", 1)[0].strip()
+    return head if ":" in name and head else textwrap.fill(name, 14)
+
+
+def plot_forgetting_heatmap(json_path: PathLike, out_png: PathLike) -> Path:
+    """One annotated heatmap of the stage x domain validation-loss matrix per model, on a shared colour scale.
+
+    The diagonal (loss on a domain right after training on it) is outlined: forgetting is how much the cells
+    below it in the same column rise.
+    """
+    data = _read_json(json_path, "continual metrics JSON")
+    models: Mapping[str, Mapping[str, Any]] = data["models"]
+    order = _model_order(list(models))
+    matrices = {n: np.asarray(models[n].get("loss_matrix") or [], dtype=float) for n in order}
+    for n, m in matrices.items():
+        if m.ndim != 2 or m.size == 0:
+            raise ValueError(f"continual metrics JSON {json_path}: model {n!r} has no 2-D 'loss_matrix'")
+    n_domains = max(m.shape[1] for m in matrices.values())
+    domains = list(data.get("domains") or [f"domain {j}" for j in range(n_domains)])
+    short = [_short_domain(d) for d in domains]
+    finite = np.concatenate([m[np.isfinite(m)] for m in matrices.values()])
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    norm = mcolors.Normalize(vmin=lo, vmax=hi)
+    cmap = "YlOrRd"  # higher loss = darker red
+
+    fig = _new_figure(heatmap_figsize(len(order)))
+    axes = np.atleast_1d(fig.subplots(1, len(order)))
+    image = None
+    for ax, name in zip(axes, order):
+        m = matrices[name]
+        image = ax.imshow(m, cmap=cmap, norm=norm, aspect="equal")
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                rgba = image.cmap(norm(m[i, j]))
+                luminance = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
+                ax.text(j, i, f"{m[i, j]:.3f}", ha="center", va="center", fontsize=10,
+                        color="white" if luminance < 0.5 else "black")
+            if i < m.shape[1]:
+                ax.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2))
+        ax.set_xticks(range(m.shape[1]))
+        ax.set_xticklabels(short[: m.shape[1]])
+        ax.set_yticks(range(m.shape[0]))
+        ax.set_yticklabels([f"after {short[i]}" if i < len(short) else f"stage {i}" for i in range(m.shape[0])])
+        ax.set_xlabel("evaluated on domain")
+        ax.set_ylabel("after training stage")
+        forgetting, bwt = models[name].get("avg_forgetting"), models[name].get("backward_transfer")
+        if (forgetting is None or bwt is None) and m.shape[0] >= 2:
+            forgetting, bwt = compute_forgetting(m.tolist())
+        subtitle = (f"forgetting {forgetting:+.3f}, BWT {bwt:+.3f}" if forgetting is not None and bwt is not None
+                    else "")
+        ax.set_title(f"{_display_name(name)}\n{subtitle}", fontsize=11)
+    assert image is not None
+    fig.colorbar(image, ax=list(axes), label="validation loss (nats/byte)", shrink=0.85)
+    fig.suptitle("Validation loss after each continual-learning stage (outlined: just trained)", fontsize=12)
+    if any(s != d for s, d in zip(short, domains)):
+        fig.text(0.01, 0.01, "; ".join(domains), fontsize=8, color="0.3", ha="left", va="bottom", wrap=True)
+    return _save(fig, out_png)
+
+
+def plot_reports(
+    recall_csv: PathLike | None = None,
+    binned_csv: PathLike | None = None,
+    metrics_json: PathLike | None = None,
+    continual_json: PathLike | None = None,
+    out_dir: PathLike = "reports",
+) -> list[Path]:
+    """Draw the figure of every input given into ``out_dir``; returns the PNG paths written.
+
+    Outputs: ``recall_curve.png``, ``binned_ppl.png``, ``compare_metrics.png``, ``forgetting_heatmap.png``.
+    All given inputs are checked before anything is drawn, so a mistyped path fails fast without
+    half-refreshed figures.
+    """
+    jobs = [
+        (recall_csv, "long-context CSV", plot_recall_curve, "recall_curve.png"),
+        (binned_csv, "binned-perplexity CSV", plot_binned_ppl, "binned_ppl.png"),
+        (metrics_json, "metrics JSON", plot_compare_metrics, "compare_metrics.png"),
+        (continual_json, "continual metrics JSON", plot_forgetting_heatmap, "forgetting_heatmap.png"),
+    ]
+    jobs = [j for j in jobs if j[0] is not None]
+    if not jobs:
+        raise ValueError("plot_reports: no input given (pass recall_csv, binned_csv, metrics_json or continual_json)")
+    for path, what, _, _ in jobs:
+        _require_file(path, what)
+    out = Path(out_dir)
+    return [draw(path, out / name) for path, _, draw, name in jobs]

@@ -1,0 +1,336 @@
+"""Atomic report writers and the markdown reports of the experiments.
+
+Every command writes its outputs through these functions, so a crash (or Ctrl-C) halfway through a write
+never leaves a truncated ``metrics.json`` or CSV behind: the bytes go to a temporary file in the same
+directory, which then replaces the target with ``os.replace`` (atomic on POSIX and Windows when source and
+target are on the same filesystem, hence "same directory").
+
+The markdown builders take the dicts that the experiments write as JSON (formats in the module docstrings of
+``experiment_report_md`` and ``continual_report_md``), so a report can be regenerated from the JSON alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = [
+    "atomic_open",
+    "write_json",
+    "write_csv",
+    "write_text",
+    "compute_forgetting",
+    "experiment_report_md",
+    "continual_report_md",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# atomic writing
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
+    """Open a temporary file next to ``path``; on a clean exit it replaces ``path``, on an exception it is deleted.
+
+    ``mode`` is ``"w"`` (text) or ``"wb"`` (binary). Parent directories are created.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open supports mode 'w' or 'wb', got {mode!r}")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        if mode == "wb":
+            f: IO[Any] = os.fdopen(fd, "wb")
+        else:
+            # newline="" so the csv module controls line endings (it writes \r\n itself otherwise doubled on Windows).
+            f = os.fdopen(fd, "w", encoding=encoding, newline="")
+        with f:
+            yield f
+            f.flush()
+            # fsync before the rename: otherwise a power cut can leave the *renamed* file empty.
+            os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); reports are ordinary files, so keep the old mode or use 0644.
+        os.chmod(tmp_name, target.stat().st_mode & 0o7777 if target.exists() else 0o644)
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically; returns the path.
+
+    The object is serialised to a string *before* the file is opened, so an unserialisable object raises
+    ``TypeError`` without touching the existing file.
+    """
+    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    return write_text(path, text)
+
+
+def write_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], fieldnames: Sequence[str]) -> Path:
+    """Write ``rows`` (dicts keyed by ``fieldnames``) as CSV with a header, atomically; returns the path.
+
+    A row with a key outside ``fieldnames`` raises ``ValueError`` (a silently dropped column is worse than a crash).
+    """
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fieldnames), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------------------------------------
+# continual-learning summary numbers
+# --------------------------------------------------------------------------------------------------
+
+
+def compute_forgetting(loss_matrix: Sequence[Sequence[float]]) -> tuple[float, float]:
+    """Average forgetting and backward transfer from a matrix of validation LOSSES (lower is better).
+
+    ``loss_matrix[i][j]`` is the validation loss on domain ``j`` after training stage ``i`` (stage ``i`` trains
+    on domain ``i``). With ``T`` stages, ``last = T - 1``, and the average taken over the domains ``j < last``
+    (those trained before the final stage; the final domain cannot have been forgotten yet):
+
+    - forgetting of domain ``j`` = ``loss[last][j] - min(loss[i][j] for j <= i < last)``: how much worse the
+      final model is than the best it ever was on ``j`` after learning it (Chaudhry et al., 2018, rewritten for
+      losses: max accuracy becomes min loss and the difference changes sign). Positive = forgot; it is
+      negative when later stages kept improving ``j``.
+    - backward transfer ``BWT = mean_j (loss[last][j] - loss[j][j])`` (Lopez-Paz & Ranzato, 2017, for losses).
+      SIGN CONVENTION: because these are losses, POSITIVE BWT means the later stages made the earlier domains
+      WORSE (forgetting); negative BWT means they helped. (With accuracies the usual BWT has the opposite sign.)
+
+    Returns ``(avg_forgetting, backward_transfer)`` in the loss's units (nats per byte).
+    """
+    rows = [list(map(float, r)) for r in loss_matrix]
+    if len(rows) < 2:
+        raise ValueError(f"forgetting needs at least 2 training stages, got a loss matrix with {len(rows)} row(s)")
+    last = len(rows) - 1
+    n_domains = len(rows[0])
+    if any(len(r) != n_domains for r in rows):
+        raise ValueError(f"loss matrix rows have different lengths: {[len(r) for r in rows]}")
+    if n_domains < last:
+        raise ValueError(f"loss matrix has {last + 1} stages but only {n_domains} domains; need one domain per stage")
+    forgetting = []
+    transfer = []
+    for j in range(last):
+        best = min(rows[i][j] for i in range(j, last))
+        forgetting.append(rows[last][j] - best)
+        transfer.append(rows[last][j] - rows[j][j])
+    return sum(forgetting) / len(forgetting), sum(transfer) / len(transfer)
+
+
+# --------------------------------------------------------------------------------------------------
+# markdown reports
+# --------------------------------------------------------------------------------------------------
+
+# Config keys worth showing first in the experiment report, in this order; the rest of the config follows.
+_KEY_CONFIG = (
+    "model_type", "dim", "depth", "num_heads", "ff_mult", "max_len", "seq_len", "steps", "batch_size",
+    "grad_accum_steps", "lr", "optimizer_type", "memory_capacity", "top_k", "amp", "amp_dtype", "device",
+)
+# (row label, metrics key, number format); accuracies are shown as percentages.
+_METRIC_ROWS = (
+    ("loss (nats/byte)", "loss", "{:.4f}"),
+    ("perplexity", "ppl", "{:.3f}"),
+    ("bits per byte", "bpb", "{:.4f}"),
+    ("accuracy (top-1)", "accuracy", "pct"),
+    ("top-5 accuracy", "top5_acc", "pct"),
+    ("top-10 accuracy", "top10_acc", "pct"),
+)
+
+
+def _model_label(name: str) -> str:
+    return {"hope": "HOPE", "baseline": "Baseline"}.get(name, name)
+
+
+def _fmt(value: Any, fmt: str = "{:.4g}") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if fmt == "pct":
+        return f"{100.0 * value:.2f}%"
+    return fmt.format(value)
+
+
+def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"dim": 64}}`` -> ``{"model.dim": 64}``, so nested and flat configs report the same way."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def _better_sentence(models: Mapping[str, Mapping[str, Any]]) -> str:
+    """Which model has the lower validation loss, by how much in nats and in percent of the other's loss."""
+    losses = {name: m.get("val", {}).get("loss") for name, m in models.items()}
+    usable = {n: float(v) for n, v in losses.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    if len(usable) < 2:
+        return "Not enough finite validation losses to compare the models."
+    ranked = sorted(usable.items(), key=lambda kv: kv[1])
+    (best, best_loss), (other, other_loss) = ranked[0], ranked[1]
+    diff = other_loss - best_loss
+    if diff == 0.0:
+        return f"{_model_label(best)} and {_model_label(other)} have the same validation loss ({best_loss:.4f} nats/byte)."
+    pct = 100.0 * diff / other_loss if other_loss != 0 else float("inf")
+    return (
+        f"**{_model_label(best)} is better on validation loss**: {best_loss:.4f} vs {other_loss:.4f} nats/byte "
+        f"({_model_label(other)}), lower by {diff:.4f} nats/byte ({pct:.2f}% lower)."
+    )
+
+
+def _hf_line(hf: Any, models: Mapping[str, Mapping[str, Any]]) -> str:
+    if hf is None:
+        return "Hugging Face comparison: not run."
+    if "skipped" in hf:
+        return f"Hugging Face comparison: skipped ({hf['skipped']})."
+    if "bpb" not in hf:
+        return f"Hugging Face comparison: no result ({hf})."
+    ours = ", ".join(
+        f"{_model_label(n)} {_fmt(m.get('val', {}).get('bpb'), '{:.4f}')}" for n, m in models.items()
+    )
+    scored = f"{hf.get('tokens', '?')} tokens, {hf.get('bytes', '?')} bytes"
+    return (
+        f"Hugging Face reference: `{hf.get('model', '?')}` scores {_fmt(hf['bpb'], '{:.4f}')} bits/byte on the "
+        f"validation text ({scored}); ours (val bits/byte): {ours}. Bits per byte is tokenizer-independent, so "
+        f"these are comparable, but the pretrained model was not trained on this corpus split."
+    )
+
+
+def experiment_report_md(metrics: Mapping[str, Any]) -> str:
+    """Markdown report of the HOPE-vs-baseline experiment from its ``metrics.json`` dict.
+
+    Expected keys: ``command`` (str), ``config`` (dict, flat or nested), ``models`` (``{name: {params,
+    tokens_per_s, train_time_s, train: {...}, val: {...}}}`` with metric keys loss/ppl/bpb/accuracy/top5_acc/
+    top10_acc), ``hf`` (``{model, bpb, tokens, bytes}``, ``{skipped: reason}`` or ``None``). Missing values
+    print as ``n/a`` rather than failing, so a partial run still gets a report.
+    """
+    models: Mapping[str, Mapping[str, Any]] = metrics.get("models", {}) or {}
+    # HOPE first, then the baseline, then anything else, so the columns read the same in every report.
+    order = sorted(models, key=lambda n: ({"hope": 0, "baseline": 1}.get(n, 2), n))
+    lines = ["# HOPE vs Baseline: experiment report", ""]
+    if metrics.get("command"):
+        lines += ["Command:", "", "```", str(metrics["command"]), "```", ""]
+
+    config = _flatten(metrics.get("config", {}) or {})
+    if config:
+        by_leaf: dict[str, tuple[str, Any]] = {}
+        for full, value in config.items():
+            by_leaf.setdefault(full.rsplit(".", 1)[-1], (full, value))
+        shown = [by_leaf[k] for k in _KEY_CONFIG if k in by_leaf]
+        lines += ["## Key configuration", ""]
+        lines += _md_table(["key", "value"], [(f"`{k}`", f"`{v}`") for k, v in shown])
+        lines += [""]
+
+    if order:
+        lines += ["## Results", "", _better_sentence(models), ""]
+        header = ["metric"] + [f"{_model_label(n)} {split}" for split in ("train", "val") for n in order]
+        rows = []
+        for label, key, fmt in _METRIC_ROWS:
+            row = [label]
+            for split in ("train", "val"):
+                for n in order:
+                    row.append(_fmt((models[n].get(split) or {}).get(key), fmt))
+            rows.append(row)
+        lines += _md_table(header, rows)
+        lines += [""]
+        lines += ["## Cost", ""]
+        cost_rows = [
+            [_model_label(n), _fmt(models[n].get("params"), "{:,}"), _fmt(models[n].get("tokens_per_s"), "{:,.1f}"),
+             _fmt(models[n].get("train_time_s"), "{:.1f}")]
+            for n in order
+        ]
+        lines += _md_table(["model", "parameters", "training tokens/s", "training time (s)"], cost_rows)
+        lines += [""]
+    else:
+        lines += ["No model results were recorded.", ""]
+
+    lines += ["## Open-source reference", "", _hf_line(metrics.get("hf"), {n: models[n] for n in order}), ""]
+    return "\n".join(lines)
+
+
+def continual_report_md(metrics: Mapping[str, Any]) -> str:
+    """Markdown report of the continual-learning experiment from its ``continual_metrics.json`` dict.
+
+    Expected: ``domains`` (list of names, one per stage) and ``models`` (``{name: {loss_matrix, avg_forgetting,
+    backward_transfer}}``; ``loss_matrix[i][j]`` = val loss on domain j after stage i). Forgetting and BWT
+    missing from the dict are recomputed from the matrix with ``compute_forgetting``.
+    """
+    domains = list(metrics.get("domains", []) or [])
+    models: Mapping[str, Mapping[str, Any]] = metrics.get("models", {}) or {}
+    order = sorted(models, key=lambda n: ({"hope": 0, "baseline": 1}.get(n, 2), n))
+    lines = [
+        "# Continual learning: sequential training " + " → ".join(d.split(":")[0].strip() for d in domains),
+        "",
+        "Each row is the model after one training stage; each column is the validation loss (nats/byte, lower is "
+        "better) on one domain. Entries above the diagonal are domains not trained yet; entries below it show "
+        "what later stages did to earlier domains.",
+        "",
+        "Forgetting of a domain = final loss minus the best loss reached on it after it was trained; backward "
+        "transfer (BWT) = final loss minus the loss right after training it, averaged over all but the last "
+        "domain. With losses, **positive = got worse** for both.",
+        "",
+    ]
+    summary: dict[str, tuple[float, float]] = {}
+    for name in order:
+        m = models[name]
+        matrix = m.get("loss_matrix") or []
+        names = domains or [f"domain {j}" for j in range(len(matrix[0]) if matrix else 0)]
+        lines += [f"## {_model_label(name)}", ""]
+        rows = []
+        for i, row in enumerate(matrix):
+            stage = names[i] if i < len(names) else f"stage {i}"
+            rows.append([f"after training on {stage}"] + [_fmt(v, "{:.4f}") for v in row])
+        lines += _md_table(["stage \\ eval on"] + names, rows)
+        forgetting, bwt = m.get("avg_forgetting"), m.get("backward_transfer")
+        if (forgetting is None or bwt is None) and len(matrix) >= 2:
+            forgetting, bwt = compute_forgetting(matrix)
+        if forgetting is not None and bwt is not None:
+            summary[name] = (float(forgetting), float(bwt))
+        lines += ["", f"Average forgetting: {_fmt(forgetting, '{:+.4f}')} nats/byte; "
+                  f"backward transfer: {_fmt(bwt, '{:+.4f}')} nats/byte.", ""]
+
+    if len(summary) >= 2:
+        ranked = sorted(summary.items(), key=lambda kv: kv[1][0])
+        (best, (f_best, _)), (other, (f_other, _)) = ranked[0], ranked[1]
+        lines += ["## Verdict", ""]
+        if f_best == f_other:
+            lines += [f"{_model_label(best)} and {_model_label(other)} forget equally ({f_best:+.4f} nats/byte).", ""]
+        else:
+            lines += [
+                f"**{_model_label(best)} forgets less**: average forgetting {f_best:+.4f} vs {f_other:+.4f} nats/byte "
+                f"({_model_label(other)}), a difference of {f_other - f_best:.4f} nats/byte.",
+                "",
+            ]
+    return "\n".join(lines)

@@ -1,0 +1,86 @@
+"""Process-level runtime: device choice, seeding, autocast, and torchrun/DDP setup.
+
+Kept out of the CLI scripts so that tests and library calls get the same behaviour.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from hope.errors import HopeError
+
+
+def resolve_device(device: str = "auto", cuda_device: int = 0) -> torch.device:
+    """`auto` -> cuda:<cuda_device> when available else cpu; `cuda` -> cuda:<cuda_device>; `cuda:i` as given."""
+    if device == "auto":
+        return torch.device(f"cuda:{cuda_device}") if torch.cuda.is_available() else torch.device("cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise HopeError(f"--device {device} requested but this PyTorch has no CUDA device (use --device auto or cpu)")
+        index = int(device.split(":")[1]) if ":" in device else cuda_device
+        if index >= torch.cuda.device_count():
+            raise HopeError(f"--device cuda:{index} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+        return torch.device(f"cuda:{index}")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise HopeError("--device mps requested but MPS is not available")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def amp_dtype(name: str) -> torch.dtype:
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def autocast(device: torch.device, enabled: bool, dtype_name: str = "bf16") -> contextlib.AbstractContextManager:
+    """Autocast for the model's forward; a no-op when disabled (fp32 on CPU unless asked)."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype(dtype_name))
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_kind: str) -> DistInfo:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1): gloo on CPU, nccl on CUDA."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def shutdown_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def print0(*args, info: DistInfo | None = None, **kwargs) -> None:
+    """print on rank 0 only."""
+    if info is None or info.is_main:
+        print(*args, **kwargs)
