@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -144,14 +145,14 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def _type_name(tp: Any) -> str:
-    if get_origin(tp) is Union:
+    if get_origin(tp) in (Union, types.UnionType):
         return " or ".join(_type_name(a) for a in get_args(tp) if a is not type(None)) + " or null"
     return getattr(tp, "__name__", str(tp))
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check/convert one YAML value to the declared field type, or raise ConfigError."""
-    if get_origin(tp) is Union:  # Optional[X]
+    if get_origin(tp) in (Union, types.UnionType):  # Optional[X]
         if value is None:
             return None
         (inner,) = [a for a in get_args(tp) if a is not type(None)]
