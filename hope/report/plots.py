@@ -24,7 +24,7 @@ import textwrap
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 from matplotlib import colors as mcolors
@@ -49,7 +49,7 @@ __all__ = [
     "plot_reports",
 ]
 
-PathLike = str | os.PathLike[str]
+PathLike = Union[str, "os.PathLike[str]"]  # a runtime alias: no `|` so it also imports on Python 3.8/3.9
 
 DPI = 120
 # Fixed figure sizes in inches (saved without bbox cropping, so the PNG is exactly size * DPI pixels).
@@ -68,7 +68,7 @@ _MARKERS = ("o", "s", "^", "D", "v", "P")
 
 def heatmap_figsize(n_models: int) -> tuple[float, float]:
     """Figure size of the forgetting heatmap: one square-ish panel per model plus the colour bar."""
-    return (4.4 * n_models + 1.4, 4.9)
+    return (4.4 * n_models + 1.4, 5.6)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ def _series(rows: list[dict[str, Any]]) -> list[tuple[str, tuple[float, float, f
         groups[(r["model_type"], r["checkpoint"])].append(r)
     others: list[str] = []
     out = []
-    for m_i, model_type in enumerate(_model_order([k[0] for k in groups])):
+    for model_type in _model_order([k[0] for k in groups]):
         ckpts = sorted(c for (t, c) in groups if t == model_type)
         short = [Path(c).name or c for c in ckpts]
         # Fall back to the full path when two checkpoints share a file name (e.g. runs/a/x.pt, runs/b/x.pt).
@@ -184,7 +184,7 @@ def _series(rows: list[dict[str, Any]]) -> list[tuple[str, tuple[float, float, f
         for c_i, (ckpt, name) in enumerate(zip(ckpts, names)):
             label = _display_name(model_type) if len(ckpts) == 1 else f"{_display_name(model_type)} ({name})"
             shade = _lighten(base, 0.55 * c_i / max(1, len(ckpts) - 1)) if len(ckpts) > 1 else mcolors.to_rgb(base)
-            marker = _MARKERS[(m_i + c_i) % len(_MARKERS)]
+            marker = _MARKERS[len(out) % len(_MARKERS)]  # every series its own marker, also in greyscale prints
             out.append((label, shade, marker, groups[(model_type, ckpt)]))
     return out
 
@@ -215,7 +215,10 @@ def plot_recall_curve(csv_path: PathLike, out_png: PathLike) -> Path:
         n = np.maximum(np.array([r["trials"] for r in series]), 1.0)
         se = np.sqrt(p * (1.0 - p) / n)
         ax.plot(gaps, p, marker=marker, color=color, linewidth=2, markersize=6, label=label)
-        ax.fill_between(gaps, np.clip(p - se, 0, 1), np.clip(p + se, 0, 1), color=color, alpha=0.15, linewidth=0)
+        if len(gaps) > 1:
+            ax.fill_between(gaps, np.clip(p - se, 0, 1), np.clip(p + se, 0, 1), color=color, alpha=0.15, linewidth=0)
+        else:  # a band has no width at a single gap
+            ax.errorbar(gaps, p, yerr=se, color=color, capsize=5, linewidth=1.5)
 
     all_gaps = sorted({r["gap"] for r in rows})
     chance_by_gap: dict[float, list[float]] = defaultdict(list)
@@ -238,7 +241,7 @@ def plot_recall_curve(csv_path: PathLike, out_png: PathLike) -> Path:
     ax.set_ylabel("recall probability")
     trials = sorted({int(r["trials"]) for r in rows})
     trials_txt = f"{trials[0]} trials per point" if len(trials) == 1 else f"{trials[0]}-{trials[-1]} trials per point"
-    ax.set_title(f"Long-context recall vs gap\n(shaded: ±1 standard error, {trials_txt})", fontsize=11)
+    ax.set_title(f"Long-context recall vs gap\n(band: ±1 binomial standard error, {trials_txt})", fontsize=11)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", frameon=True)
     return _save(fig, out_png)
@@ -252,7 +255,7 @@ def plot_binned_ppl(csv_path: PathLike, out_png: PathLike) -> Path:
     fig = _new_figure(BINNED_FIGSIZE)
     ax = fig.add_subplot()
     x = np.arange(len(bins))
-    width = 0.8 / len(series)
+    width = min(0.8 / len(series), 0.36)  # a lone series would otherwise get slabs 0.8 wide
     n_bars = len(bins) * len(series)
     fontsize = 9 if n_bars <= 12 else 7
     for s_i, (label, color, _, srows) in enumerate(series):
@@ -281,7 +284,7 @@ def _metric(model: Mapping[str, Any], split: str, key: str) -> float:
 def _grouped_bars(ax: Axes, groups: Sequence[str], per_model: Mapping[str, Sequence[float]],
                   colors: Mapping[str, str], fmt: str, fontsize: float) -> None:
     x = np.arange(len(groups))
-    width = 0.8 / len(per_model)
+    width = min(0.8 / len(per_model), 0.36)
     for m_i, (name, values) in enumerate(per_model.items()):
         offset = (m_i - (len(per_model) - 1) / 2) * width
         bars = ax.bar(x + offset, values, width * 0.95, color=colors[name])
@@ -316,9 +319,10 @@ def plot_compare_metrics(json_path: PathLike, out_png: PathLike) -> Path:
     hf = data.get("hf")
     if isinstance(hf, Mapping) and isinstance(hf.get("bpb"), (int, float)) and math.isfinite(hf["bpb"]):
         # The pretrained model was scored on the validation text only, hence a reference line, not a bar pair.
-        ax_bpb.axhline(hf["bpb"], color="0.3", linestyle="--", linewidth=1.2,
-                       label=f"{hf.get('model', 'HF model')} (val): {hf['bpb']:.3f}")
-        ax_bpb.legend(loc="lower center", fontsize=8, frameon=True)
+        hf_line = ax_bpb.axhline(hf["bpb"], color="0.25", linestyle="--", linewidth=1.3)
+        hf_label = f"{hf.get('model', 'HF model')} on val text: {hf['bpb']:.3f} bits/byte"
+    else:
+        hf_line, hf_label = None, None
 
     acc_keys = (("top-1", "accuracy"), ("top-5", "top5_acc"), ("top-10", "top10_acc"))
     groups = [f"{k_label}\n{s}" for k_label, _ in acc_keys for s in splits]
@@ -339,8 +343,12 @@ def plot_compare_metrics(json_path: PathLike, out_png: PathLike) -> Path:
         params = models[name].get("params")
         return f"{_display_name(name)} ({params / 1e6:.2f}M params)" if isinstance(params, (int, float)) else _display_name(name)
 
-    handles = [Rectangle((0, 0), 1, 1, color=colors[n]) for n in order]
-    fig.legend(handles, [legend_label(n) for n in order], loc="outside upper center", ncols=len(order), frameon=False)
+    handles: list[Any] = [Rectangle((0, 0), 1, 1, color=colors[n]) for n in order]
+    labels = [legend_label(n) for n in order]
+    if hf_line is not None:
+        handles.append(hf_line)
+        labels.append(hf_label)
+    fig.legend(handles, labels, loc="outside upper center", ncols=len(labels), frameon=False)
     return _save(fig, out_png)
 
 
@@ -390,7 +398,8 @@ def plot_forgetting_heatmap(json_path: PathLike, out_png: PathLike) -> Path:
         ax.set_yticks(range(m.shape[0]))
         ax.set_yticklabels([f"after {short[i]}" if i < len(short) else f"stage {i}" for i in range(m.shape[0])])
         ax.set_xlabel("evaluated on domain")
-        ax.set_ylabel("after training stage")
+        if ax is axes[0]:  # the panels share rows; one label is enough
+            ax.set_ylabel("after training stage")
         forgetting, bwt = models[name].get("avg_forgetting"), models[name].get("backward_transfer")
         if (forgetting is None or bwt is None) and m.shape[0] >= 2:
             forgetting, bwt = compute_forgetting(m.tolist())
@@ -401,7 +410,8 @@ def plot_forgetting_heatmap(json_path: PathLike, out_png: PathLike) -> Path:
     fig.colorbar(image, ax=list(axes), label="validation loss (nats/byte)", shrink=0.85)
     fig.suptitle("Validation loss after each continual-learning stage (outlined: just trained)", fontsize=12)
     if any(s != d for s, d in zip(short, domains)):
-        fig.text(0.01, 0.01, "; ".join(domains), fontsize=8, color="0.3", ha="left", va="bottom", wrap=True)
+        # supxlabel rather than free text: the layout engine reserves room for it below the panels.
+        fig.supxlabel("Domains: " + "; ".join(domains), fontsize=9, color="0.3")
     return _save(fig, out_png)
 
 
