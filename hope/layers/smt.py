@@ -1,0 +1,138 @@
+"""Self-modifying Titans memory (HOPE's long-term memory, Nested Learning §8 / architecture.md §3).
+
+Per head, three fast-weight MLP memories ("boxes") live in the carried state:
+    M_k  produces keys      k_t = normalize(M_k(x_t))
+    M_v  produces values    v_t = M_v(x_t)
+    M    is the memory      o_t = M_t(q_t),  q_t = normalize(x_t W_q)   (q static: gap 2 of architecture.md)
+Each box writes with delta gradient descent on its own self-generated target v_hat = M_box(v_t) (eq. 88,
+inner stop-gradient by construction of the hand-written gradient in `hope.ops.memory`), gated by
+data-dependent eta (inner lr), alpha (retention) and beta (Titans momentum). Within a chunk of
+`update_frequencies.mem_write` tokens all boxes take their gradients at the state left by the previous chunk
+(gap 1: never the end of the current chunk), and k, v are read from M_k, M_v at that same state.
+
+With `self_modifying: false` the k/v boxes are replaced by static projections and the memory's target is v
+itself: this is plain Titans (used by the ablations and the benchmark against titans-pytorch).
+
+Surprise (architecture.md §4) is the memory's associative error ||M(k_t) - v_hat_t||^2 at the chunk-start
+state, normalised by running mean/variance (EMA with `error_decay`, updated once per committed chunk) and
+multiplied by `surprise_scale`; it raises the inner learning rate inside its sigmoid and is returned for the
+episodic bank's write gate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hope.layers.chunking import chunk_spans, state_dtype
+from hope.ops.memory import memory_apply, memory_chunked
+
+ETA_MAX = 0.5  # bound on the inner lr: with unit keys and the eq.-88 preconditioner the erase term is doubled (gap 4)
+SURPRISE_CLIP = 3.0  # normalised surprise is clipped to +-3 standard deviations
+
+
+class SelfModifyingMemory(nn.Module):
+    def __init__(self, dim: int, num_heads: int, hidden_mult: float, chunk: int, *, momentum: bool = True,
+                 self_modifying: bool = True, error_decay: float = 0.9):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.hidden = max(1, int(round(hidden_mult * self.head_dim)))
+        self.chunk, self.momentum, self.self_modifying, self.error_decay = chunk, momentum, self_modifying, error_decay
+        self.boxes = 3 if self_modifying else 1  # box order along the head axis: memory, k, v
+        d, h, H = self.head_dim, self.hidden, num_heads
+        self.conv = nn.Conv1d(dim, dim, kernel_size=4, groups=dim)  # causal depthwise conv, window 4 (left cache)
+        self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.kv_proj = None if self_modifying else nn.Linear(dim, 2 * dim, bias=False)
+        # Meta-learned initial states M_box,0 (ordinary parameters, trained through the writes).
+        self.init_w1 = nn.Parameter(torch.randn(self.boxes * H, d, h) * 0.02)  # (3H, d, h)
+        self.init_w2 = nn.Parameter(torch.randn(self.boxes * H, h, d) / math.sqrt(d))  # (3H, h, d)
+        # Data-dependent gates per head: eta (inner lr), alpha (retention), beta (momentum decay).
+        self.gates = nn.Linear(dim, 3 * H)
+        self.gates.zero_init = True  # keep the gate init below (the shell's normal init would undo it)
+        with torch.no_grad():
+            nn.init.normal_(self.gates.weight, std=0.002)
+            self.gates.bias.view(3, H)[0].fill_(0.0)  # eta = 0.5 * sigmoid(0) = 0.25 at init
+            self.gates.bias.view(3, H)[1].fill_(5.0)  # alpha ~ 0.993: keep almost everything
+            self.gates.bias.view(3, H)[2].fill_(0.0)  # beta = 0.5
+        self.out_norm = nn.RMSNorm(d)
+        self.proj = nn.Linear(dim, dim, bias=False)
+
+    # ------------------------------------------------------------------ state
+    def init_state(self, batch: int, device: torch.device) -> dict:
+        w1 = self.init_w1.to(state_dtype(self.init_w1)).unsqueeze(0).expand(batch, -1, -1, -1)  # (B, 3H, d, h), fp32 even under autocast
+        w2 = self.init_w2.to(state_dtype(self.init_w2)).unsqueeze(0).expand(batch, -1, -1, -1)
+        mom = (torch.zeros_like(w1), torch.zeros_like(w2)) if self.momentum else None
+        zeros = torch.zeros(batch, self.num_heads, device=device, dtype=state_dtype(self.init_w1))
+        return {"w": (w1.to(device), w2.to(device)), "mom": mom, "err_mean": zeros, "err_var": zeros + 1.0,
+                "conv": torch.zeros(batch, 3, self.conv.in_channels, device=device, dtype=state_dtype(self.init_w1))}
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, _ = x.shape
+        return x.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d)
+
+    def _boxes(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, C, ...) -> the same tensor for every box: (B, boxes*H, C, ...)."""
+        return x.repeat(1, self.boxes, *([1] * (x.dim() - 2))) if self.boxes > 1 else x
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, state: dict, n_commit: int, mem_gate: float, surprise_scale: float
+                ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """x (B, L, C): the uncommitted tail followed by new inputs; state at the tail's start.
+
+        Returns the memory read (B, L, C), the normalised surprise (B, L) and the state after the first
+        `n_commit` tokens (a multiple of the chunk size).
+        """
+        B, L, C = x.shape
+        H, boxes = self.num_heads, self.boxes
+        fd = state_dtype(x)
+        ext = torch.cat([state["conv"].to(x.dtype), x], dim=1)  # (B, 3 + L, C)
+        u = self.conv(ext.transpose(1, 2)).transpose(1, 2)  # (B, L, C): causal, sees 3 tokens of the past
+        q = F.normalize(self._heads(self.q_proj(u)).to(fd), dim=-1)  # (B, H, L, d)
+        if self.kv_proj is None:
+            z = F.normalize(self._heads(u).to(fd), dim=-1)  # (B, H, L, d): unit inputs keep the delta rule stable
+        else:
+            k_all, v_all = (self._heads(t).to(fd) for t in self.kv_proj(u).chunk(2, dim=-1))  # static (plain Titans)
+            k_all = F.normalize(k_all, dim=-1)
+        logits = self.gates(u).to(fd).view(B, L, 3, H).permute(2, 0, 3, 1)  # (3, B, H, L)
+        eta_logit, alpha, beta = logits[0], torch.sigmoid(logits[1]), torch.sigmoid(logits[2])
+
+        w, mom = state["w"], state["mom"]
+        err_mean, err_var = state["err_mean"], state["err_var"]
+        outs, surprises = [], []
+        committed = None
+        with torch.autocast(device_type=x.device.type, enabled=False):  # fast weights stay fp32
+            for s, e, complete in chunk_spans(L, self.chunk):
+                if self.kv_proj is None:
+                    zc = z[:, :, s:e]
+                    k = F.normalize(memory_apply((w[0][:, H:2 * H], w[1][:, H:2 * H]), zc, "mlp"), dim=-1)  # (B,H,C,d)
+                    v = memory_apply((w[0][:, 2 * H:], w[1][:, 2 * H:]), zc, "mlp")  # (B, H, C, d)
+                else:
+                    k, v = k_all[:, :, s:e], v_all[:, :, s:e]
+                mem_w = (w[0][:, :H], w[1][:, :H])
+                target = memory_apply(mem_w, v, "mlp") if self.self_modifying else v
+                err = (memory_apply(mem_w, k, "mlp") - target).pow(2).sum(-1)  # (B, H, C) momentary surprise
+                surprise = ((err - err_mean[..., None]) / (err_var[..., None] + 1e-6).sqrt()).clamp(-SURPRISE_CLIP, SURPRISE_CLIP)
+                eta = ETA_MAX * torch.sigmoid(eta_logit[:, :, s:e] + surprise_scale * surprise) * mem_gate
+                o, w_new, mom_new = memory_chunked(
+                    w, mom, self._boxes(k), self._boxes(v), self._boxes(q[:, :, s:e]), self._boxes(eta),
+                    self._boxes(alpha[:, :, s:e]), self._boxes(beta[:, :, s:e]), self.chunk,
+                    kind="mlp", self_target=self.self_modifying, precondition=True)
+                outs.append(o[:, :H])  # (B, H, C, d): only the memory box's read is the layer's output
+                surprises.append(surprise.mean(1))  # (B, C)
+                if complete and e <= n_commit:
+                    w, mom = w_new, mom_new
+                    m = err.mean(-1)  # (B, H)
+                    err_var = self.error_decay * err_var + (1 - self.error_decay) * (m - err_mean).pow(2)
+                    err_mean = self.error_decay * err_mean + (1 - self.error_decay) * m
+                if e == n_commit:
+                    committed = (w, mom, err_mean, err_var)
+        if committed is None:  # nothing new committed in this call
+            committed = (state["w"], state["mom"], state["err_mean"], state["err_var"])
+        o = torch.cat(outs, dim=2)  # (B, H, L, d)
+        y = self.out_norm(o.to(x.dtype)).transpose(1, 2).reshape(B, L, C)
+        new_state = {"w": committed[0], "mom": committed[1], "err_mean": committed[2], "err_var": committed[3],
+                     "conv": ext[:, n_commit:n_commit + 3].to(fd)}
+        return self.proj(y), torch.cat(surprises, dim=1), new_state

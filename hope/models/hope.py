@@ -1,0 +1,76 @@
+"""The HOPE block (architecture.md §4):
+
+    x = x + Mixer(norm(x))    Mixer = g * LocalAttention + (1 - g) * SelfModifyingMemory + EpisodicBank
+    x = x + CMS(norm(x))      Continuum Memory System (fast in-context level + slow level)
+
+Short-term memory is causal sliding-window attention (`attn_window`); long-term memory is the SMT fast weights
+and the episodic bank, carried in the state across segments. The SMT and the bank commit at chunks of
+`update_frequencies.mem_write` tokens, the fast CMS level at chunks of `update_frequencies.error_update`
+tokens; the inputs of a partial chunk are kept as a tail and replayed (see `hope.layers.chunking`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hope.config import Config
+from hope.layers.attention import SlidingWindowAttention
+from hope.layers.chunking import committed_length, state_dtype, with_tail
+from hope.layers.cms import ContinuumMemory
+from hope.layers.episodic import EpisodicBank
+from hope.layers.smt import SelfModifyingMemory
+
+
+class HopeBlock(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        dim, freq = cfg.dim, cfg.update_frequencies
+        self.mem_chunk, self.cms_chunk = freq.mem_write, freq.error_update
+        self.norm1, self.norm2 = nn.RMSNorm(dim), nn.RMSNorm(dim)
+        self.attn = SlidingWindowAttention(dim, cfg.num_heads, cfg.attn_window, cfg.dropout)
+        self.smt = SelfModifyingMemory(dim, cfg.num_heads, cfg.memory_hidden_mult, freq.mem_write,
+                                       momentum=cfg.memory_momentum, self_modifying=cfg.self_modifying,
+                                       error_decay=cfg.error_decay)
+        self.bank = (EpisodicBank(dim, cfg.memory_capacity, cfg.top_k, freq.mem_write, max(1, freq.mem_write // 8))
+                     if cfg.memory_capacity > 0 else None)
+        self.mix_gate = nn.Parameter(torch.zeros(dim))  # g = sigmoid(0) = 0.5 per channel
+        self.cms = ContinuumMemory(dim, int(cfg.ff_mult * dim), freq.error_update, cfg.cms)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> dict:
+        dim = self.norm1.normalized_shape[0]
+        empty = torch.zeros(batch, 0, dim, device=device, dtype=state_dtype(self.norm1.weight))
+        return {"attn": self.attn.empty_cache(batch, device, dtype),
+                "smt": self.smt.init_state(batch, device), "mem_tail": empty,
+                "bank": self.bank.init_state(batch, device) if self.bank is not None else None,
+                "cms": self.cms.init_state(batch, device) if self.cms.has_fast else None, "cms_tail": empty}
+
+    def forward(self, x: torch.Tensor, pos: int, state: dict, mem_gate: float, surprise_scale: float) -> tuple[torch.Tensor, dict]:
+        """x (B, T, C) at absolute positions pos.. ; returns the block output and its new state."""
+        T = x.shape[1]
+        h = self.norm1(x)
+        attn, cache = self.attn(h, pos, state["attn"])
+        mem_in = with_tail(state["mem_tail"].to(h.dtype), h)  # (B, t + T, C)
+        n_commit = committed_length(mem_in.shape[1], self.mem_chunk)
+        mem, surprise, smt_state = self.smt(mem_in, state["smt"], n_commit, mem_gate, surprise_scale)
+        g = torch.sigmoid(self.mix_gate)
+        mixed = g * attn + (1 - g) * mem[:, -T:]
+        bank_state = None
+        if self.bank is not None:
+            bank, bank_state = self.bank(mem_in, surprise, state["bank"], n_commit, mem_gate, surprise_scale)
+            mixed = mixed + bank[:, -T:]
+        x = x + self.drop(mixed)
+
+        h2 = self.norm2(x)
+        cms_state, cms_tail = None, state["cms_tail"]
+        if self.cms.has_fast:
+            cms_in = with_tail(cms_tail.to(h2.dtype), h2)
+            n_cms = committed_length(cms_in.shape[1], self.cms_chunk)
+            ff, cms_state = self.cms(cms_in, state["cms"], n_cms, mem_gate)
+            ff, cms_tail = ff[:, -T:], cms_in[:, n_cms:].to(state_dtype(cms_in))
+        else:
+            ff, _ = self.cms(h2, None, 0, mem_gate)
+        x = x + self.drop(ff)
+        return x, {"attn": cache, "smt": smt_state, "mem_tail": mem_in[:, n_commit:].to(state_dtype(mem_in)), "bank": bank_state,
+                   "cms": cms_state, "cms_tail": cms_tail}
