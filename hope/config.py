@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,13 +223,24 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- files and overrides
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` as a float (PyYAML follows YAML 1.1, which wants `1.0e-3`)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file; a missing file or malformed YAML raises ConfigError (with the line)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YamlLoader)  # noqa: S506 (safe loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -247,7 +259,7 @@ def parse_set(assignment: str) -> dict[str, Any]:
         raise ConfigError(f"--set expects key=value, got '{assignment}'")
     key, raw = assignment.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.load(raw, Loader=_YamlLoader) if raw.strip() else None  # noqa: S506 (safe loader)
     except yaml.YAMLError:
         value = raw
     out: dict[str, Any] = {}
@@ -344,5 +356,5 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"min_lr must be in [0, lr], got {cfg.min_lr}")
     if cfg.warmup_steps < 0:
         raise ConfigError(f"warmup_steps must be >= 0, got {cfg.warmup_steps}")
-    if not (cfg.device in ("auto", "cpu", "cuda", "mps") or cfg.device.startswith("cuda:")):
+    if not (cfg.device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", cfg.device)):
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{cfg.device}'")

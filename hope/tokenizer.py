@@ -11,6 +11,8 @@ def encode(data: bytes | str) -> torch.Tensor:
     """bytes (or str, encoded as UTF-8) -> int64 ids of shape (T,)."""
     if isinstance(data, str):
         data = data.encode("utf-8")
+    if not data:  # torch.frombuffer rejects an empty buffer
+        return torch.empty(0, dtype=torch.long)
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
 
 

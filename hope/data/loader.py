@@ -1,0 +1,58 @@
+"""Training batches: random windows of `seq_len + 1` bytes, optionally mixed with recall episodes.
+
+Batch i of a run is a pure function of (seed, i, rank), so a resumed run sees exactly the batches the
+uninterrupted run would have seen, whatever `num_workers` is, without saving any loader state.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from hope.data.recall import training_row
+
+
+def _batch_seed(seed: int, index: int, rank: int) -> int:
+    return (seed * 1_000_003 + index * 7_919 + rank * 104_729) % (2**63)
+
+
+def sample_batch(data: torch.Tensor, batch_size: int, seq_len: int, seed: int, index: int = 0, rank: int = 0,
+                 recall_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch number `index`: x, y of shape (B, T) int64 with y = x shifted by one byte."""
+    gen = torch.Generator().manual_seed(_batch_seed(seed, index, rank))
+    starts = torch.randint(0, len(data) - seq_len, (batch_size,), generator=gen)
+    rows = torch.stack([data[s:s + seq_len + 1] for s in starts.tolist()]).long()  # (B, T+1)
+    if recall_fraction > 0:
+        rng = random.Random(_batch_seed(seed, index, rank) + 1)
+        for b in range(batch_size):
+            if rng.random() < recall_fraction:
+                rows[b] = training_row(rng, seq_len + 1, data)
+    return rows[:, :-1], rows[:, 1:]
+
+
+class BatchStream(IterableDataset):
+    """Yields batches `start .. stop-1`; with several workers, worker w takes indices w, w+n, ... so the
+    DataLoader's round-robin order is the index order."""
+
+    def __init__(self, data: torch.Tensor, batch_size: int, seq_len: int, seed: int, start: int, stop: int,
+                 rank: int = 0, recall_fraction: float = 0.0):
+        self.data, self.batch_size, self.seq_len = data, batch_size, seq_len
+        self.seed, self.start, self.stop, self.rank, self.recall_fraction = seed, start, stop, rank, recall_fraction
+
+    def __iter__(self):
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        for index in range(self.start + wid, self.stop, nw):
+            yield sample_batch(self.data, self.batch_size, self.seq_len, self.seed, index, self.rank, self.recall_fraction)
+
+
+def make_loader(data: torch.Tensor, batch_size: int, seq_len: int, seed: int, start: int, stop: int, *,
+                rank: int = 0, recall_fraction: float = 0.0, num_workers: int = 0, pin_memory: bool = False,
+                prefetch_factor: int = 2) -> DataLoader:
+    """A DataLoader over `BatchStream` honouring num_workers / pin_memory / prefetch_factor."""
+    stream = BatchStream(data, batch_size, seq_len, seed, start, stop, rank, recall_fraction)
+    return DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                      prefetch_factor=prefetch_factor if num_workers > 0 else None,
+                      persistent_workers=False)
