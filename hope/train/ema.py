@@ -1,0 +1,140 @@
+"""Exponential moving average of the model's weights, used for evaluation and saved alongside (``ema_decay``).
+
+After each optimiser step, ``shadow <- decay * shadow + (1 - decay) * weight`` for every parameter, in float32
+whatever the parameter's dtype (a bf16 shadow would round away updates smaller than its 8-bit mantissa resolves).
+Buffers (normalisation statistics, caches) are not averaged: the shadow keeps a copy of their latest value.
+
+``decay = 0`` disables the EMA (architecture.md §5): no shadow is kept, ``update`` and ``copy_to`` do nothing and
+``swapped_in`` yields the live weights unchanged, so evaluation "with EMA" is evaluation of the live weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare module under DistributedDataParallel (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers,
+    so parameter names are the same however the model is wrapped."""
+    while True:
+        if isinstance(getattr(model, "module", None), nn.Module):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+class EMA:
+    """Float32 shadow copies of a model's parameters, averaged by :meth:`update`.
+
+    Usage: ``ema = EMA(model, cfg.ema_decay)``; ``ema.update(model)`` after every optimiser step;
+    ``with ema.swapped_in(model): evaluate(model)``; save ``ema.state_dict()`` in the checkpoint.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.num_updates = 0
+        self.shadow: dict[str, Tensor] = {}
+        self.buffers: dict[str, Tensor] = {}
+        if self.enabled:
+            base = unwrap(model)
+            with torch.no_grad():
+                self.shadow = {n: p.detach().float().clone() for n, p in base.named_parameters()}
+                self.buffers = {n: b.detach().clone() for n, b in base.named_buffers()}
+
+    @property
+    def enabled(self) -> bool:
+        return self.decay > 0.0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """``shadow <- decay * shadow + (1 - decay) * weight``; buffers copied. No-op when disabled."""
+        if not self.enabled:
+            return
+        base = unwrap(model)
+        names, shadows, weights = [], [], []
+        for n, p in base.named_parameters():
+            names.append(n)
+            shadows.append(self._get(self.shadow, n))
+            weights.append(p.detach().float())
+        # two foreach passes rather than lerp_, so the result is exactly d * old + (1 - d) * new as documented
+        torch._foreach_mul_(shadows, self.decay)
+        torch._foreach_add_(shadows, torch._foreach_mul(weights, 1.0 - self.decay))
+        for n, b in base.named_buffers():
+            self._get(self.buffers, n).copy_(b)
+        self.num_updates += 1
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Overwrite the model's parameters (cast to their dtype) and buffers with the shadow. No-op when disabled."""
+        if not self.enabled:
+            return
+        base = unwrap(model)
+        for n, p in base.named_parameters():
+            p.copy_(self._get(self.shadow, n))
+        for n, b in base.named_buffers():
+            b.copy_(self._get(self.buffers, n))
+
+    @contextmanager
+    def swapped_in(self, model: nn.Module) -> Iterator[nn.Module]:
+        """Run the block with the EMA weights in ``model``, then put the originals back bit for bit.
+
+        The originals are kept as clones for the duration (one extra copy of the weights). Yields ``model``.
+        """
+        if not self.enabled:
+            yield model
+            return
+        base = unwrap(model)
+        with torch.no_grad():
+            saved_params = {n: p.detach().clone() for n, p in base.named_parameters()}
+            saved_buffers = {n: b.detach().clone() for n, b in base.named_buffers()}
+        self.copy_to(base)
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for n, p in base.named_parameters():
+                    p.copy_(saved_params[n])
+                for n, b in base.named_buffers():
+                    b.copy_(saved_buffers[n])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "num_updates": self.num_updates,
+                "shadow": dict(self.shadow), "buffers": dict(self.buffers)}
+
+    @torch.no_grad()
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a saved EMA into this one (built for the same model); tensors are copied onto its devices.
+
+        The averages and ``num_updates`` come from the checkpoint; ``decay`` stays the constructor's, so a resumed
+        run follows its own config.
+        """
+        if self.enabled != bool(state_dict["shadow"]):
+            raise ValueError(f"cannot load a {'disabled' if self.enabled else 'enabled'} saved EMA into "
+                             f"{'an enabled' if self.enabled else 'a disabled'} one (ema_decay 0 disables it)")
+        if not self.enabled:
+            return
+        for kind, ours in (("shadow", self.shadow), ("buffers", self.buffers)):
+            theirs = state_dict[kind]
+            if set(theirs) != set(ours):
+                missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+                raise ValueError(f"EMA {kind} names do not match the model: missing {missing[:5]}, "
+                                 f"unexpected {extra[:5]}")
+            for n, t in theirs.items():
+                ours[n].copy_(t)
+        self.num_updates = int(state_dict["num_updates"])
+
+    @staticmethod
+    def _get(table: dict[str, Tensor], name: str) -> Tensor:
+        try:
+            return table[name]
+        except KeyError:
+            raise KeyError(f"EMA has no entry for {name!r}: was the model changed after the EMA was built?") from None
