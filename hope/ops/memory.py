@@ -31,7 +31,7 @@ Everything also runs under ``torch.no_grad()``, since the inner gradient is writ
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import torch
@@ -47,10 +47,13 @@ _NUM_WEIGHTS = {"mlp": 2, "linear": 1}
 _KEY_INPUT = {"mlp": 1, "linear": 0}
 
 
-def _silu_grad(z: Tensor) -> Tensor:
-    """d silu(z) / dz = sigmoid(z) (1 + z (1 - sigmoid(z))), written out so the inner gradient needs no autograd."""
+def _silu_grad(z: Tensor, a: Tensor) -> Tensor:
+    """d silu(z) / dz, written out so the inner gradient needs no autograd; ``a = silu(z)`` is reused.
+
+    silu'(z) = s (1 + z (1 - s)) = s + a - a s, with s = sigmoid(z) and a = z s.
+    """
     s = torch.sigmoid(z)
-    return s * (1 + z * (1 - s))
+    return s + a - a * s
 
 
 def memory_apply(weights: Weights, z: Tensor, kind: Kind) -> Tensor:
@@ -76,7 +79,7 @@ def inner_grads(weights: Weights, k: Tensor, target: Tensor, kind: Kind) -> Weig
         z = k @ w2.mT  # (B, H, T, h)
         a = F.silu(z)  # (B, H, T, h)
         e = k + a @ w1.mT - target  # (B, H, T, d) error M(k) - target
-        u = (e @ w1) * _silu_grad(z)  # (B, H, T, h) error backpropagated to the hidden pre-activation
+        u = (e @ w1) * _silu_grad(z, a)  # (B, H, T, h) error backpropagated to the hidden pre-activation
         return e.mT @ a, u.mT @ k  # sum_t e_t a_t^T (B, H, d, h); sum_t u_t k_t^T (B, H, h, d)
     if kind == "linear":
         (w,) = weights
@@ -169,7 +172,7 @@ def memory_reference(
 
 
 def _segment_products(x: Tensor) -> Tensor:
-    """``x (..., C) -> P (..., C, C)`` with ``P[t, s] = prod_{r=s+1..t} x_r`` for ``s <= t`` (1 on the diagonal), 0 above.
+    """``x (..., C) -> P (..., C, C)``: ``P[t, s] = prod_{r=s+1..t} x_r`` for ``s <= t`` (1 on the diagonal), 0 above.
 
     A masked cumulative product down the columns: exact for x = 0 or 1, no division or log (a log-space segment
     sum would give NaN gradients at x = 0), and cumprod's backward handles zeros. O(C^2) per (b, h), negligible
@@ -177,7 +180,8 @@ def _segment_products(x: Tensor) -> Tensor:
     """
     C = x.shape[-1]
     below = torch.ones(C, C, dtype=torch.bool, device=x.device).tril(-1)
-    factors = torch.where(below, x.unsqueeze(-1), torch.ones((), dtype=x.dtype, device=x.device))  # [t, s] = x_t if t > s
+    one = torch.ones((), dtype=x.dtype, device=x.device)
+    factors = torch.where(below, x.unsqueeze(-1), one)  # (..., C, C) [t, s] = x_t if t > s else 1
     return factors.cumprod(dim=-2).tril()  # (..., C, C)
 
 
@@ -197,7 +201,7 @@ class _Coefficients:
 
     def select(self, n: int) -> _Coefficients:
         """The coefficients of chunk n (drop the N axis, dim 2)."""
-        return _Coefficients(*(None if x is None else x[:, :, n] for x in vars(self).values()))
+        return _Coefficients(*(None if (x := getattr(self, f.name)) is None else x[:, :, n] for f in fields(self)))
 
 
 def _coefficients(eta: Tensor, alpha: Tensor, beta: Tensor | None) -> _Coefficients:
@@ -216,22 +220,26 @@ def _coefficients(eta: Tensor, alpha: Tensor, beta: Tensor | None) -> _Coefficie
     return _Coefficients(decay, (keep_w @ keep_s) * neg_eta, carry, mom_decay, keep_s * neg_eta)
 
 
-def _read(w: Tensor, s: Tensor | None, x: Tensor, left: Tensor, scores: Tensor, co: _Coefficients) -> Tensor:
+Factors = tuple[tuple[Tensor, Tensor], ...]  # per weight (l, r) with G_s = l_s r_s^T, l (B, H, C, out), r (B, H, C, in)
+
+
+def _read(wx: Tensor, x: Tensor, s: Tensor | None, left: Tensor, scores: Tensor, co: _Coefficients) -> Tensor:
     """``W_t x_t`` for every t of a chunk, without forming ``W_t``.
 
     ``W_t x_t = decay_t W_c x_t + carry_t S_c x_t + sum_s coef[t, s] (r_s . x_t) l_s`` where ``G_s = l_s r_s^T``.
-    ``x (B, H, C, in)``, ``left`` stacks the ``l_s`` ``(B, H, C, out)``, ``scores = coef * (x r^T)`` ``(B, H, C, C)``.
+    ``wx = W_c x`` and ``x (B, H, C, in)``; ``left`` stacks the ``l_s`` ``(B, H, C, out)``;
+    ``scores = coef * (x r^T)`` ``(B, H, C, C)``.
     """
-    out = co.decay.unsqueeze(-1) * (x @ w.mT) + scores @ left  # (B, H, C, out)
+    out = co.decay.unsqueeze(-1) * wx + scores @ left  # (B, H, C, out)
     if s is not None:
         out = out + co.carry.unsqueeze(-1) * (x @ s.mT)
     return out
 
 
 def _commit(
-    w: Weights, s: Weights | None, factors: tuple[tuple[Tensor, Tensor], ...], co: _Coefficients, end: int
+    w: Weights, s: Weights | None, factors: Factors, co: _Coefficients, end: int
 ) -> tuple[Weights, Weights | None]:
-    """State after token ``end`` of the chunk: ``sum_s c[end, s] l_s r_s^T = L^T diag(c[end]) R``, one matmul per weight."""
+    """State after token ``end`` of the chunk; ``sum_s c[end, s] l_s r_s^T = L^T diag(c[end]) R`` is one matmul."""
     c_end = co.coef[..., end, :, None]  # (B, H, C, 1)
     a_end = co.decay[..., end, None, None]  # (B, H, 1, 1)
     new_w = [a_end * wi + (l * c_end).mT @ r for wi, (l, r) in zip(w, factors)]  # (B, H, out, in)
@@ -245,38 +253,55 @@ def _commit(
     return tuple(new_w), new_s
 
 
+# A chunk's inputs are stacked along the token axis as [v; k; q] (B, H, 2C or 3C, d), so that the first layer at
+# W_c sees every stream it needs in one matmul: [v; k; q] with a self-generated target, [k; q] without (contiguous
+# either way); q is absent when only writing.
+
+
 def _chunk_linear(
-    w: Weights, s: Weights | None, k: Tensor, v: Tensor, q: Tensor | None, qk: Tensor | None,
-    co: _Coefficients, self_target: bool, precondition: bool,
-) -> tuple[Tensor | None, tuple[tuple[Tensor, Tensor], ...]]:
+    w: Weights, s: Weights | None, vkq: Tensor, qk: Tensor | None, co: _Coefficients,
+    self_target: bool, precondition: bool,
+) -> tuple[Tensor | None, Factors]:
     """One chunk of the linear memory: rank-1 gradient factors at ``W_c`` and the reads ``W_t q_t``."""
+    C = co.decay.shape[-1]
     (w0,) = w  # (B, H, d, d)
-    mk = k @ w0.mT  # (B, H, C, d) W_c k_t
-    e = mk - (v @ w0.mT if self_target else v)  # (B, H, C, d)
+    first = 0 if self_target else C
+    wx = vkq[..., first:, :] @ w0.mT  # (B, H, ., d) W_c [v;] k [; q]
+    k = vkq[..., C : 2 * C, :]
+    mk = wx[..., C - first : 2 * C - first, :]  # (B, H, C, d) W_c k_t
+    e = mk - (wx[..., :C, :] if self_target else vkq[..., :C, :])  # (B, H, C, d)
     left = e + mk if precondition else e  # G_t = (e_t + W_c k_t) k_t^T with the eq. 88 term
-    o = None if q is None else _read(w0, None if s is None else s[0], q, left, qk, co)
+    o = None
+    if qk is not None:
+        o = _read(wx[..., 2 * C - first :, :], vkq[..., 2 * C :, :], None if s is None else s[0], left, qk, co)
     return o, ((left, k),)
 
 
 def _chunk_mlp(
-    w: Weights, s: Weights | None, k: Tensor, v: Tensor, q: Tensor | None, qk: Tensor | None,
-    co: _Coefficients, self_target: bool, precondition: bool,
-) -> tuple[Tensor | None, tuple[tuple[Tensor, Tensor], ...]]:
+    w: Weights, s: Weights | None, vkq: Tensor, qk: Tensor | None, co: _Coefficients,
+    self_target: bool, precondition: bool,
+) -> tuple[Tensor | None, Factors]:
     """One chunk of the MLP memory: rank-1 gradient factors at ``W_c`` and the reads ``M_t(q_t)``."""
+    C = co.decay.shape[-1]
     w1, w2 = w  # (B, H, d, h), (B, H, h, d)
-    zk = k @ w2.mT  # (B, H, C, h)
-    ak = F.silu(zk)
-    y = memory_apply(w, v, "mlp") if self_target else v  # (B, H, C, d)
-    e = k + ak @ w1.mT - y  # (B, H, C, d) gW1_t = e_t ak_t^T
-    u = (e @ w1) * _silu_grad(zk)  # (B, H, C, h) gW2_t = u_t k_t^T
+    first = 0 if self_target else C
+    z = vkq[..., first:, :] @ w2.mT  # (B, H, ., h) W2_c [v;] k [; q]
+    n_mem = 2 * C - first  # rows [v;] k go through the whole memory at W_c
+    a = F.silu(z[..., :n_mem, :])  # (B, H, n_mem, h)
+    m = vkq[..., first : 2 * C, :] + a @ w1.mT  # (B, H, n_mem, d) M_c([v;] k)
+    k = vkq[..., C : 2 * C, :]
+    zk, ak = z[..., n_mem - C : n_mem, :], a[..., n_mem - C :, :]  # (B, H, C, h)
+    y = m[..., :C, :] if self_target else vkq[..., :C, :]  # target: v_hat = M_c(v) or v
+    e = m[..., n_mem - C :, :] - y  # (B, H, C, d) gW1_t = e_t ak_t^T
+    u = (e @ w1) * _silu_grad(zk, ak)  # (B, H, C, h) gW2_t = u_t k_t^T
     if precondition:
         u = u + zk  # (W2_c k_t) k_t^T shares the right factor k_t (eq. 88)
     o = None
-    if q is not None:
+    if qk is not None:
+        q = vkq[..., 2 * C :, :]
         s1, s2 = (None, None) if s is None else s
-        zq = _read(w2, s2, q, u, qk, co)  # (B, H, C, h) W2_t q_t
-        aq = F.silu(zq)
-        o = q + _read(w1, s1, aq, e, co.coef * (aq @ ak.mT), co)  # q_t + W1_t aq_t, (B, H, C, d)
+        aq = F.silu(_read(z[..., n_mem:, :], q, s2, u, qk, co))  # (B, H, C, h) silu(W2_t q_t)
+        o = q + _read(aq @ w1.mT, aq, s1, e, co.coef * (aq @ ak.mT), co)  # q_t + W1_t aq_t, (B, H, C, d)
     return o, ((e, ak), (u, k))
 
 
@@ -313,22 +338,21 @@ def memory_chunked(
             x = F.pad(x, (0, 0, 0, pad) if x.dim() == 4 else (0, pad))
         return x.reshape(B, H, N, C, *x.shape[3:])
 
-    k_c, v_c = chunked(k), chunked(v)  # (B, H, N, C, d)
+    k_c = chunked(k)  # (B, H, N, C, d)
     coeffs = _coefficients(chunked(eta), chunked(alpha), None if momentum is None else chunked(beta))
-    q_c = qk = None
+    streams, qk = [chunked(v), k_c], None
     if q is not None:
         q_c = chunked(q)
-        qk = coeffs.coef * (q_c @ k_c.mT)  # (B, H, N, C, C) does not depend on the state: all chunks at once
+        streams.append(q_c)
+        qk = coeffs.coef * (q_c @ k_c.mT)  # (B, H, N, C, C) independent of the state: all chunks at once
+    vkq = torch.cat(streams, dim=3)  # (B, H, N, 2C or 3C, d)
     step = _chunk_mlp if kind == "mlp" else _chunk_linear
 
     w, s = tuple(weights), None if momentum is None else tuple(momentum)
     outputs = []
     for n in range(N):
         co = coeffs.select(n)
-        o_n, factors = step(
-            w, s, k_c[:, :, n], v_c[:, :, n], None if q_c is None else q_c[:, :, n],
-            None if qk is None else qk[:, :, n], co, self_target, precondition,
-        )
+        o_n, factors = step(w, s, vkq[:, :, n], None if qk is None else qk[:, :, n], co, self_target, precondition)
         w, s = _commit(w, s, factors, co, C - 1 if n < N - 1 else C - 1 - pad)
         if o_n is not None:
             outputs.append(o_n)
