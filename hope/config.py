@@ -213,7 +213,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and set(out[key]) != {"start", "end", "warmup_steps"}:
+        if isinstance(value, dict) and isinstance(out.get(key), dict):  # schedules merge too: --set mem_write.end=0
             out[key] = _merge(out[key], value)
         else:
             out[key] = value

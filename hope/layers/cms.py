@@ -63,7 +63,8 @@ class ContinuumMemory(nn.Module):
             cur = F.normalize(h.to(fd), dim=-1)  # (B, L, C)
             prev = torch.cat([state["prev"][:, None], cur[:, :-1]], dim=1)  # n(h_{t-1})
             keys, vals, reads = prev[:, None], cur[:, None], []  # (B, 1, L, C)
-            eta_all = (FAST_ETA_MAX * torch.sigmoid(self.eta_logit) * mem_gate).expand(B, 1, L)
+            # ETA_MAX / chunk: all gradients of a chunk are taken at one state and add up (see SMT.eta_bound)
+            eta_all = (FAST_ETA_MAX / self.chunk * torch.sigmoid(self.eta_logit) * mem_gate).expand(B, 1, L)
             ones = torch.ones(B, 1, L, device=h.device, dtype=fd)
             w, committed = state["w"], state["w"]
             for s, e, complete in chunk_spans(L, self.chunk):

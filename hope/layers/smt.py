@@ -69,6 +69,17 @@ class SelfModifyingMemory(nn.Module):
         return {"w": (w1.to(device), w2.to(device)), "mom": mom, "err_mean": zeros, "err_var": zeros + 1.0,
                 "conv": torch.zeros(batch, 3, self.conv.in_channels, device=device, dtype=state_dtype(self.init_w1))}
 
+    def eta_bound(self, beta: torch.Tensor) -> torch.Tensor | float:
+        """Largest inner lr that keeps a chunk's write stable (gap 4 of architecture.md).
+
+        With unit keys one delta step is stable for eta <= ETA_MAX. Inside a chunk all C gradients are taken at
+        the same state, so C similar keys add up to C steps in one direction: bound the per-token rate by
+        ETA_MAX / C (C = 1 is the exact rule with the full bound). Momentum accumulates a geometric series of
+        steps, eta / (1 - beta) in the steady state, so the bound is multiplied by (1 - beta).
+        """
+        bound = ETA_MAX / self.chunk
+        return bound * (1 - beta) if self.momentum else bound
+
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         B, L, _ = x.shape
         return x.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d)
@@ -95,7 +106,7 @@ class SelfModifyingMemory(nn.Module):
             z = F.normalize(self._heads(u).to(fd), dim=-1)  # (B, H, L, d): unit inputs keep the delta rule stable
         else:
             k_all, v_all = (self._heads(t).to(fd) for t in self.kv_proj(u).chunk(2, dim=-1))  # static (plain Titans)
-            k_all = F.normalize(k_all, dim=-1)
+            k_all, v_all = F.normalize(k_all, dim=-1), F.normalize(v_all, dim=-1)
         logits = self.gates(u).to(fd).view(B, L, 3, H).permute(2, 0, 3, 1)  # (3, B, H, L)
         eta_logit, alpha, beta = logits[0], torch.sigmoid(logits[1]), torch.sigmoid(logits[2])
 
@@ -108,14 +119,14 @@ class SelfModifyingMemory(nn.Module):
                 if self.kv_proj is None:
                     zc = z[:, :, s:e]
                     k = F.normalize(memory_apply((w[0][:, H:2 * H], w[1][:, H:2 * H]), zc, "mlp"), dim=-1)  # (B,H,C,d)
-                    v = memory_apply((w[0][:, 2 * H:], w[1][:, 2 * H:]), zc, "mlp")  # (B, H, C, d)
+                    v = F.normalize(memory_apply((w[0][:, 2 * H:], w[1][:, 2 * H:]), zc, "mlp"), dim=-1)  # (B,H,C,d)
                 else:
                     k, v = k_all[:, :, s:e], v_all[:, :, s:e]
                 mem_w = (w[0][:, :H], w[1][:, :H])
                 target = memory_apply(mem_w, v, "mlp") if self.self_modifying else v
                 err = (memory_apply(mem_w, k, "mlp") - target).pow(2).sum(-1)  # (B, H, C) momentary surprise
                 surprise = ((err - err_mean[..., None]) / (err_var[..., None] + 1e-6).sqrt()).clamp(-SURPRISE_CLIP, SURPRISE_CLIP)
-                eta = ETA_MAX * torch.sigmoid(eta_logit[:, :, s:e] + surprise_scale * surprise) * mem_gate
+                eta = self.eta_bound(beta[:, :, s:e]) * torch.sigmoid(eta_logit[:, :, s:e] + surprise_scale * surprise) * mem_gate
                 o, w_new, mom_new = memory_chunked(
                     w, mom, self._boxes(k), self._boxes(v), self._boxes(q[:, :, s:e]), self._boxes(eta),
                     self._boxes(alpha[:, :, s:e]), self._boxes(beta[:, :, s:e]), self.chunk,
