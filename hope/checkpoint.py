@@ -54,8 +54,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: corrupt or not a safe hope checkpoint ({reason[:160]})") from None
+        if "Weights only load failed" in str(exc) and "Unsupported" in str(exc):
+            why = "it contains Python objects that safe (weights_only) loading refuses to run"
+        else:
+            why = "the file is corrupt, truncated or not a PyTorch checkpoint"
+        raise CheckpointError(f"cannot read checkpoint {path}: {why}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path} is not a hope checkpoint (expected format '{FORMAT}')")
     return ckpt
@@ -78,10 +81,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", use_ema: bo
     ckpt = load_checkpoint(path)
     cfg = checkpoint_config(ckpt, path)
     model = build_model(cfg)
-    weights = ckpt["ema"] if use_ema and ckpt.get("ema") else ckpt["model"]
     try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
+        model.load_state_dict(ckpt["model"])
+        ema = ckpt.get("ema") if use_ema else None
+        if ema and ema.get("shadow"):  # EMA shadows are fp32 copies of the parameters, by name
+            with torch.no_grad():
+                for name, param in model.named_parameters():
+                    param.copy_(ema["shadow"][name])
+    except (RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()
         raise CheckpointError(f"{path}: weights do not match its config ({' '.join(first[:2])[:200]})") from None
     return model.to(device).eval(), cfg, ckpt

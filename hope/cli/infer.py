@@ -1,20 +1,55 @@
-"""`hope-infer`: not implemented yet.
+"""`hope-infer`: generate text from a checkpoint, streaming bytes to the terminal as they are sampled.
 
 Run as:
-    hope-infer --help
+    hope-infer --ckpt hope_checkpoint.pt --prompt "Hello, HOPE!" --max_new_tokens 200
+    hope-infer --ckpt hope_checkpoint.pt --prompt "ROMEO:" --max_new_tokens 500 --temperature 0.8 --top_k 40 --seed 1
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hope-infer", description="(not implemented yet)")
-    parser.parse_args(argv)
-    print("hope-infer: not implemented yet", file=sys.stderr)
-    return 2
+    parser = argparse.ArgumentParser(prog="hope-infer", description="Generate text with a trained checkpoint.")
+    parser.add_argument("--ckpt", default="hope_checkpoint.pt", help="checkpoint path")
+    parser.add_argument("--prompt", default="", help="prompt text (UTF-8)")
+    parser.add_argument("--max_new_tokens", type=int, default=200, help="bytes to generate")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
+    parser.add_argument("--top_k", type=int, default=None, help="sample only among the k most likely bytes")
+    parser.add_argument("--seed", type=int, default=None, help="sampling seed (reproducible output)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    args = parser.parse_args(argv)
+
+    from hope.cli.args import run
+
+    def body() -> int:
+        from hope.checkpoint import load_model
+        from hope.errors import HopeError
+        from hope.generate import generate_bytes
+        from hope.runtime import resolve_device
+
+        if args.max_new_tokens < 0:
+            raise HopeError("--max_new_tokens must be >= 0")
+        device = resolve_device(args.device)
+        model, _, _ = load_model(args.ckpt, device)
+        out = sys.stdout
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # invalid UTF-8 -> U+FFFD
+        out.write(args.prompt)
+        out.flush()
+        for token in generate_bytes(model, args.prompt.encode("utf-8"), args.max_new_tokens,
+                                    temperature=args.temperature, top_k=args.top_k, seed=args.seed, device=device):
+            text = decoder.decode(bytes([token]))
+            if text:
+                out.write(text)
+                out.flush()
+        out.write(decoder.decode(b"", final=True) + "\n")
+        out.flush()
+        return 0
+
+    return run(body)
 
 
 if __name__ == "__main__":
