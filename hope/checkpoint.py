@@ -54,7 +54,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
-        if "Weights only load failed" in str(exc) and "Unsupported" in str(exc):
+        if "Unsupported global" in str(exc) or "This file can still be loaded" in str(exc):
             why = "it contains Python objects that safe (weights_only) loading refuses to run"
         else:
             why = "the file is corrupt, truncated or not a PyTorch checkpoint"
