@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-OPTIMIZER_TYPES = ("adamw", "sgd", "muon", "m3")
+from hope.config import OPTIMIZER_TYPES  # one list of valid types, owned by the config
 
 # Keller Jordan's quintic Newton-Schulz coefficients (the ones torch.optim.Muon uses): they maximise the slope at 0
 # so 5 steps suffice, at the price of singular values landing in a band around 1 rather than exactly on it.
