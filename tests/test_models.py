@@ -297,8 +297,6 @@ def _run_with_gate(mem_gate: float, surprise_scale: float = 2.0) -> tuple[dict, 
     return state, model.init_state(2)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: hope/layers/smt.py:111 applies the retention alpha ~ 0.993 whatever "
-                   "mem_gate is, so with mem_gate 0 the SMT fast weights decay instead of staying at their init")
 def test_mem_gate_zero_freezes_smt() -> None:
     """With the mem_write gate at 0 the SMT fast weights stay exactly at their learned init (§5, §7.6)."""
     state, init = _run_with_gate(0.0)

@@ -108,7 +108,9 @@ class SelfModifyingMemory(nn.Module):
             k_all, v_all = (self._heads(t).to(fd) for t in self.kv_proj(u).chunk(2, dim=-1))  # static (plain Titans)
             k_all, v_all = F.normalize(k_all, dim=-1), F.normalize(v_all, dim=-1)
         logits = self.gates(u).to(fd).view(B, L, 3, H).permute(2, 0, 3, 1)  # (3, B, H, L)
-        eta_logit, alpha, beta = logits[0], torch.sigmoid(logits[1]), torch.sigmoid(logits[2])
+        # mem_write gate 0 freezes the memory at its init: no writes (eta = 0) and no forgetting (alpha = 1)
+        eta_logit, beta = logits[0], torch.sigmoid(logits[2])
+        alpha = 1 - mem_gate * (1 - torch.sigmoid(logits[1]))
 
         w, mom = state["w"], state["mom"]
         err_mean, err_var = state["err_mean"], state["err_var"]
