@@ -1,7 +1,14 @@
-"""`hope-track-long`: not implemented yet.
+"""`hope-track-long`: long-context recall over a sweep of gaps, for one or several checkpoints, as a CSV.
 
 Run as:
-    hope-track-long --help
+    hope-track-long --ckpt hope_checkpoint.pt --device cuda:0 --gaps 256,512,1024,2048
+    hope-track-long --ckpt reports/hope_checkpoint.pt,reports/baseline_checkpoint.pt --gaps 256,512,1024,2048 \
+        --data data/tiny_shakespeare.txt --out reports/long_context.csv
+
+Writes --out (default reports/long_context.csv) with header gap,recall_prob,chance,trials,model_type,checkpoint;
+several comma-separated checkpoints go into one CSV so HOPE and the baseline can be compared on the same
+episodes. Gaps may exceed max_len: the models stream the episode segment by segment (the baseline slides its
+window, so it cannot recall beyond it).
 """
 
 from __future__ import annotations
@@ -9,12 +16,39 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hope.cli.args import run
+
+COLUMNS = ("gap", "recall_prob", "chance", "trials", "model_type", "checkpoint")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hope-track-long", description="Recall probability over a sweep of gaps.")
+    parser.add_argument("--ckpt", default="hope_checkpoint.pt", help="checkpoint path(s), comma-separated")
+    parser.add_argument("--gaps", default="256,512,1024,2048", help="comma-separated gaps in bytes")
+    parser.add_argument("--trials", type=int, default=64, help="episodes per gap (default 64)")
+    parser.add_argument("--seed", type=int, default=0, help="episode seed (same seed = same episodes)")
+    parser.add_argument("--data", help="filler text (default: each checkpoint's data, else the synthetic corpus)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--batch_size", type=int, default=16, help="episodes per forward pass")
+    parser.add_argument("--out", default="reports/long_context.csv", help="CSV to write")
+    return parser
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hope-track-long", description="(not implemented yet)")
-    parser.parse_args(argv)
-    print("hope-track-long: not implemented yet", file=sys.stderr)
-    return 2
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        from hope.eval.long import parse_gaps, split_paths, track_long
+        from hope.report.writers import write_csv
+
+        gaps = parse_gaps(args.gaps)
+        rows = track_long(split_paths(args.ckpt), gaps, args.trials, args.seed, args.data, args.device,
+                          args.batch_size)
+        path = write_csv(args.out, rows, COLUMNS)
+        print(f"wrote {path}")
+        return 0
+
+    return run(body)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,197 @@
+"""Long-context recall: p(VALUE | everything before it) in synthetic key/value episodes (`hope.data.recall`).
+
+    ... \x01 KEY \x02 VALUE \x03 <gap bytes of filler> \x01 KEY \x02 VALUE
+                                                                  ^^^^^ scored
+
+The recall probability of one episode is the product over the value bytes of p(byte | all earlier bytes), i.e.
+exp of the summed log-probabilities at the value positions; `recall_prob` averages it over `trials` episodes.
+A model that knows the format but remembers nothing scores `chance_level()` (10**-2 for two digits).
+
+The model reads each episode as one stream: inputs longer than a segment are processed segment by segment with the
+state carried (HOPE carries its memories; the baseline slides its `max_len` attention window, so past that gap it
+cannot see the write any more and should fall to chance: that is the comparison, not a defect to hide).
+We feed the stream in pieces of whole segments ourselves and keep only the log-probabilities at the value
+positions, so memory does not grow with the gap (a gap of 1M bytes holds no (T, 256) logits tensor).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from hope.data.corpus import load_corpus
+from hope.config import Config
+from hope.data.recall import VALUE_LEN, chance_level, episode_overhead, make_episode
+from hope.errors import HopeError
+from hope.runtime import autocast
+
+PIECE_TOKENS = 2048  # bytes fed per model call (rounded to whole segments); bounds the logits held at once
+
+
+def recall_filler(data: str | Path | None, seed: int = 0) -> torch.Tensor:
+    """Filler bytes for the episodes: the validation split of `data` (None: the synthetic corpus)."""
+    return load_corpus(data, seed=seed).val
+
+
+def _piece_len(model: torch.nn.Module) -> int:
+    seg = int(getattr(getattr(model, "cfg", None), "seq_len", 0) or PIECE_TOKENS)
+    return max(seg, (PIECE_TOKENS // seg) * seg)  # whole segments: the same segmentation as one long call
+
+
+@torch.no_grad()
+def value_logprobs(model: torch.nn.Module, tokens: torch.Tensor, value_start: int, amp: bool = False,
+                   amp_dtype: str = "bf16") -> torch.Tensor:
+    """Summed log p(tokens[:, value_start:] | earlier bytes) per row, streaming with carried state.
+
+    tokens (B, L) int64 on the model's device; returns (B,) float64.
+    """
+    inputs = tokens[:, :-1]  # position t predicts tokens[:, t + 1]
+    first = value_start - 1  # first input position whose prediction is scored
+    piece = _piece_len(model)
+    device = tokens.device
+    total = torch.zeros(tokens.shape[0], dtype=torch.float64, device=device)
+    state = None
+    for start in range(0, inputs.shape[1], piece):
+        end = min(start + piece, inputs.shape[1])
+        with autocast(device, amp, amp_dtype):
+            logits, _, state = model(inputs[:, start:end], state=state)  # (B, T_piece, 256)
+        lo = max(first, start)
+        if lo >= end:
+            continue
+        logp = torch.log_softmax(logits[:, lo - start:].float(), dim=-1)  # (B, end - lo, 256)
+        target = tokens[:, lo + 1:end + 1]  # (B, end - lo)
+        total += logp.gather(-1, target[..., None])[..., 0].double().sum(dim=1)
+    return total
+
+
+@torch.no_grad()
+def recall_prob(model: torch.nn.Module, gap: int, trials: int = 64, seed: int = 0, filler: torch.Tensor | None = None,
+                device: torch.device | str | None = None, batch_size: int = 16, amp: bool = False,
+                amp_dtype: str = "bf16") -> dict[str, float | int]:
+    """Mean recall probability of the value over `trials` episodes with `gap` filler bytes between write and query.
+
+    Episode i is `make_episode(random.Random(seed + i), gap, filler)`, so runs are reproducible and two models
+    given the same seed and filler see exactly the same episodes. Episodes of equal length run as one batch.
+    Returns {recall_prob, chance, trials, gap}.
+    """
+    if gap < 0:
+        raise HopeError(f"gap must be >= 0, got {gap}")
+    if trials <= 0 or batch_size <= 0:
+        raise HopeError(f"trials and batch_size must be > 0, got {trials} and {batch_size}")
+    if filler is None:
+        filler = recall_filler(None, seed)
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    episodes = [make_episode(random.Random(seed + i), gap, filler) for i in range(trials)]
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, ep in enumerate(episodes):
+        groups[(len(ep.tokens), ep.value_start)].append(i)
+    was_training = model.training
+    model.eval()
+    probs = torch.zeros(trials, dtype=torch.float64)
+    try:
+        for (_, value_start), members in groups.items():
+            for b in range(0, len(members), batch_size):
+                rows = members[b:b + batch_size]
+                tokens = torch.stack([episodes[i].tokens for i in rows]).to(device)  # (B, L)
+                logp = value_logprobs(model, tokens, value_start, amp, amp_dtype)
+                probs[rows] = logp.exp().cpu()
+    finally:
+        model.train(was_training)
+    value_len = len(episodes[0].tokens) - episodes[0].value_start
+    p = float(probs.mean())
+    if not math.isfinite(p):
+        raise HopeError(f"recall probability at gap {gap} is not finite (the model produced NaN/inf logits)")
+    return {"recall_prob": p, "chance": chance_level(value_len), "trials": trials, "gap": gap}
+
+
+def parse_gaps(text: str) -> list[int]:
+    """'256,512,1024' -> [256, 512, 1024] (non-negative integers), else HopeError."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    try:
+        gaps = [int(p) for p in parts]
+    except ValueError:
+        raise HopeError(f"--gaps must be comma-separated integers like 256,512,1024,2048, got '{text}'") from None
+    if not gaps:
+        raise HopeError("--gaps is empty; give gaps like 256,512,1024,2048")
+    if any(g < 0 for g in gaps):
+        raise HopeError(f"--gaps must be >= 0, got {gaps}")
+    return gaps
+
+
+def split_paths(text: str) -> list[str]:
+    """'a.pt,b.pt' -> ['a.pt', 'b.pt'] (several checkpoints compared in one report)."""
+    paths = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not paths:
+        raise HopeError("no checkpoint given (--ckpt PATH[,PATH...])")
+    return paths
+
+
+def write_distance(gap: int) -> int:
+    """Bytes from the start of the write to the position that predicts the first value byte of the query."""
+    return gap + episode_overhead() - VALUE_LEN - 1
+
+
+def window_note(cfg: Config, gap: int) -> str | None:
+    """A line saying when the write lies beyond the baseline's attention window, or None.
+
+    Each baseline layer attends to the last `max_len` positions (the current one included), so a stack of `depth`
+    layers can relay information at most depth * (max_len - 1) bytes back; past that the write is out of reach
+    and the baseline can only guess (chance at best).
+    """
+    if cfg.model_type != "baseline":
+        return None
+    distance = write_distance(gap)
+    reach = cfg.depth * (cfg.max_len - 1)
+    if distance < cfg.max_len:
+        return None
+    where = (f"beyond its receptive field of {reach} bytes ({cfg.depth} layer(s) x {cfg.max_len - 1}), so it cannot "
+             "recall it" if distance > reach else
+             f"outside its max_len={cfg.max_len} attention window; only relaying through its {cfg.depth} layers can "
+             "reach it")
+    return f"note: baseline, gap {gap}: the write starts {distance} bytes before the queried value, {where}"
+
+
+def track_long(checkpoints: list[str], gaps: list[int], trials: int = 64, seed: int = 0, data: str | None = None,
+               device: str = "auto", batch_size: int = 16, amp: bool = False, amp_dtype: str = "bf16",
+               log: Callable[[str], None] = print) -> list[dict]:
+    """Rows {gap, recall_prob, chance, trials, model_type, checkpoint} for every checkpoint and gap.
+
+    The filler is the validation split of `data`, else of each checkpoint's training data, else the synthetic
+    corpus; the same seed gives every checkpoint the same episodes when they share the filler.
+    """
+    from hope.checkpoint import load_model
+    from hope.runtime import resolve_device
+
+    dev = resolve_device(device)
+    rows = []
+    for path in checkpoints:
+        model, cfg, _ = load_model(path, dev)
+        filler = checkpoint_filler(cfg, data)
+        for gap in gaps:
+            note = window_note(cfg, gap)
+            if note:
+                log(note)
+            res = recall_prob(model, gap, trials, seed, filler, dev, batch_size, amp, amp_dtype)
+            rows.append({**res, "model_type": cfg.model_type, "checkpoint": str(path)})
+            log(f"{cfg.model_type} {path} gap {gap}: recall_prob {res['recall_prob']:.4g} (chance {res['chance']:.4g})")
+        del model
+    return rows
+
+
+def checkpoint_filler(cfg: Config, data: str | Path | None) -> torch.Tensor:
+    """Filler for a checkpoint: --data if given, else the data it was trained on, else the synthetic corpus."""
+    source = data if data else cfg.data
+    if not data and cfg.data and not Path(cfg.data).is_file():
+        raise HopeError(f"the checkpoint's training data {cfg.data} is not there; pass --data PATH for the filler text")
+    return recall_filler(source, seed=cfg.seed)
+
+
+__all__ = ["recall_prob", "recall_filler", "value_logprobs", "parse_gaps", "split_paths", "track_long",
+           "checkpoint_filler", "window_note", "write_distance"]
