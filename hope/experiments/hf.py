@@ -53,6 +53,10 @@ def _load(name_or_path: str, device: str) -> tuple[Any, Any]:
     # huggingface_hub reads HF_HUB_OFFLINE once, when it is first imported; if transformers was imported before
     # the variable was set, only local_files_only still keeps the loaders off the network.
     offline = offline_mode()
+    if offline and not Path(name_or_path).is_dir():
+        # The manual: offline, the Hugging Face comparison is skipped. A model folder on disk is not a hub
+        # download, so it is still scored (that is how the tests and air-gapped users compare).
+        raise HFUnavailable(f"HF_HUB_OFFLINE=1 and {name_or_path!r} is not a local model folder")
     local_only = offline or Path(name_or_path).is_dir()
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path, local_files_only=local_only)
