@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,13 @@ from hope.errors import HopeError
 
 
 def resolve_device(device: str = "auto", cuda_device: int = 0) -> torch.device:
-    """`auto` -> cuda:<cuda_device> when available else cpu; `cuda` -> cuda:<cuda_device>; `cuda:i` as given."""
+    """`auto` -> cuda:<cuda_device> when available else cpu; `cuda` -> cuda:<cuda_device>; `cuda:i` as given.
+
+    Anything else, or a CUDA device this machine does not have, raises a one-line HopeError.
+    """
+    device = str(device).strip().lower()
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+        raise HopeError(f"--device must be auto, cpu, cuda or cuda:N, got '{device}'")
     if device == "auto":
         return torch.device(f"cuda:{cuda_device}") if torch.cuda.is_available() else torch.device("cpu")
     if device.startswith("cuda"):
