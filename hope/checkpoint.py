@@ -3,15 +3,15 @@
 A checkpoint is a plain dict of tensors and Python primitives, so `torch.load(weights_only=True)` can read it
 and a checkpoint from a stranger cannot run code. Keys:
   format, model_type, config (resolved config as a dict), model (state_dict), ema (state_dict or None),
-  optimizer, scaler, step, rng, and free-form extras (e.g. tokens_seen).
+  optimizer, slow_optimizer / slow_grads / slow_count (the slow CMS level's optimiser and the gradients summed
+  so far in its period), scaler, step, rng, meta, and free-form extras (e.g. params).
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +52,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (train one with hope-train, or pass --ckpt PATH)")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
-        if "Unsupported global" in str(exc) or "This file can still be loaded" in str(exc):
+        with warnings.catch_warnings():  # junk input makes torch warn about pickle protocols: the error says enough
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (torch.load of arbitrary bytes can raise nearly anything)
+        if "Unsupported global" in str(exc):  # a class or function reference: code the file would run
             why = "it contains Python objects that safe (weights_only) loading refuses to run"
         else:
             why = "the file is corrupt, truncated or not a PyTorch checkpoint"
         raise CheckpointError(f"cannot read checkpoint {path}: {why}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt or "config" not in ckpt:
+    if (not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or not isinstance(ckpt.get("model"), dict)
+            or not isinstance(ckpt.get("config"), dict)):
         raise CheckpointError(f"{path} is not a hope checkpoint (expected format '{FORMAT}')")
     return ckpt
 
@@ -74,7 +77,8 @@ def checkpoint_config(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> 
 def load_model(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True):
     """Checkpoint -> (model in eval mode on `device`, its Config, the raw checkpoint dict).
 
-    Uses the EMA weights when the checkpoint has them (they are what evaluation is meant to see).
+    Uses the EMA weights when the checkpoint has them (they are what evaluation is meant to see), and sets the
+    `surprise_scale`/`mem_write` schedules to their values at the checkpoint's step, as training evaluated it.
     """
     from hope.models import build_model  # models sit below checkpoint users, not below this module's import
 
@@ -88,9 +92,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", use_ema: bo
             with torch.no_grad():
                 for name, param in model.named_parameters():
                     param.copy_(ema["shadow"][name])
-    except (RuntimeError, KeyError) as exc:
+                for name, buf in model.named_buffers():
+                    if name in (ema.get("buffers") or {}):
+                        buf.copy_(ema["buffers"][name])
+    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()
         raise CheckpointError(f"{path}: weights do not match its config ({' '.join(first[:2])[:200]})") from None
+    step = ckpt.get("step")
+    if isinstance(step, int) and hasattr(model, "set_schedules"):
+        model.set_schedules(cfg.mem_write.at(step), cfg.surprise_scale.at(step))
     return model.to(device).eval(), cfg, ckpt
 
 
