@@ -33,13 +33,20 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.max_new_tokens < 0:
             raise HopeError("--max_new_tokens must be >= 0")
+        if not args.temperature >= 0:
+            raise HopeError(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
+        if args.top_k is not None and args.top_k < 1:
+            raise HopeError(f"--top_k must be >= 1, got {args.top_k}")
         device = resolve_device(args.device)
         model, _, _ = load_model(args.ckpt, device)
         out = sys.stdout
+        if hasattr(out, "reconfigure"):  # a terminal that cannot show a character gets '?', not a traceback
+            out.reconfigure(errors="replace")
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # invalid UTF-8 -> U+FFFD
-        out.write(args.prompt)
+        prompt = args.prompt.encode("utf-8", "surrogateescape")  # the bytes typed, even if not valid UTF-8
+        out.write(prompt.decode("utf-8", errors="replace"))
         out.flush()
-        for token in generate_bytes(model, args.prompt.encode("utf-8"), args.max_new_tokens,
+        for token in generate_bytes(model, prompt, args.max_new_tokens,
                                     temperature=args.temperature, top_k=args.top_k, seed=args.seed, device=device):
             text = decoder.decode(bytes([token]))
             if text:
