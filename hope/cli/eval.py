@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         seq_len = args.seq_len or cfg.seq_len
         if seq_len <= 0 or (args.batch_size is not None and args.batch_size <= 0):
             raise HopeError("--seq_len and --batch_size must be > 0")
+        if args.max_windows < 0:
+            raise HopeError(f"--max_windows must be >= 0 (0 = the whole split), got {args.max_windows}")
         corpus = load_corpus(args.data if args.data else cfg.data, seed=cfg.seed)
         corpus.check_length(seq_len + 1)
         data = corpus.val if args.split == "val" else corpus.train
