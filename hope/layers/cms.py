@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hope.layers.chunking import chunk_spans, state_dtype
+from hope.layers.chunking import state_dtype
 from hope.layers.mlp import MLP
-from hope.ops.memory import memory_apply, memory_chunked
+from hope.ops.memory import silu_grad
 
 FAST_ETA_MAX = 0.5
 
@@ -59,22 +59,36 @@ class ContinuumMemory(nn.Module):
             return self.slow(h), state
         B, L, C = h.shape
         fd = state_dtype(h)
+        chunk = self.chunk
         with torch.autocast(device_type=h.device.type, enabled=False):
             cur = F.normalize(h.to(fd), dim=-1)  # (B, L, C)
-            prev = torch.cat([state["prev"][:, None], cur[:, :-1]], dim=1)  # n(h_{t-1})
-            keys, vals, reads = prev[:, None], cur[:, None], []  # (B, 1, L, C)
+            # Rows [n(h_{s-1}), n(h_s), ..., n(h_{e-1})] of a chunk hold both its keys (the first C rows: k_t =
+            # n(h_{t-1})) and its read inputs (the last C rows), so the first layer at the chunk-start state is
+            # one matmul over C + 1 rows for the read and the write together.
+            ext = torch.cat([state["prev"][:, None], cur], dim=1)[:, None]  # (B, 1, L + 1, C)
             # ETA_MAX / chunk: all gradients of a chunk are taken at one state and add up (see SMT.eta_bound)
-            eta_all = (FAST_ETA_MAX / self.chunk * torch.sigmoid(self.eta_logit) * mem_gate).expand(B, 1, L)
-            ones = torch.ones(B, 1, L, device=h.device, dtype=fd)
-            w, committed = state["w"], state["w"]
-            for s, e, complete in chunk_spans(L, self.chunk):
-                reads.append(memory_apply(w, cur[:, None, s:e], "mlp") - cur[:, None, s:e])  # read at chunk start
-                if complete and e <= n_commit:
-                    _, w, _ = memory_chunked(w, None, keys[:, :, s:e], vals[:, :, s:e], None, eta_all[..., s:e],
-                                             ones[..., s:e], ones[..., s:e], self.chunk, kind="mlp",
-                                             self_target=False, precondition=False)
-                if e == n_commit:
-                    committed = w
+            neg_eta = -(FAST_ETA_MAX / self.chunk * torch.sigmoid(self.eta_logit) * mem_gate)
+            w1, w2 = state["w"]  # (B, 1, C, h), (B, 1, h, C)
+            # Overlapping windows of C + 1 rows, one per chunk, cut as views (one autograd node, not one per chunk).
+            n_full = L // chunk
+            windows = list(ext.unfold(2, chunk + 1, chunk).transpose(-1, -2).unbind(2)) if n_full else []  # (B, 1, C + 1, C)
+            if L > n_full * chunk:
+                windows.append(ext[:, :, n_full * chunk:])  # the partial last chunk (read only)
+            reads = []
+            for n, x in enumerate(windows):  # x (B, 1, c + 1, C)
+                e_ = min((n + 1) * chunk, L)
+                z = x @ w2.mT  # (B, 1, c + 1, h)
+                a = F.silu(z)
+                y = a @ w1.mT  # (B, 1, c + 1, C): W1 silu(W2 x) for keys and reads
+                reads.append(y[:, :, 1:])  # read at the chunk-start state: M_c(n(h_t)) - n(h_t)
+                if n < n_full and e_ <= n_commit:
+                    # Delta rule, no momentum, full retention (hope.ops.memory with alpha = 1): the gradient of
+                    # 0.5 ||M_c(k_t) - v_t||^2 summed over the chunk, at the chunk-start state.
+                    k, zk, ak = x[:, :, :-1], z[:, :, :-1], a[:, :, :-1]
+                    e = k + y[:, :, :-1] - x[:, :, 1:]  # (B, 1, C, C) error M_c(k_t) - v_t, v_t = n(h_t)
+                    u = (e @ w1) * silu_grad(zk, ak)  # (B, 1, C, h)
+                    w1, w2 = w1 + (e * neg_eta).mT @ ak, w2 + (u * neg_eta).mT @ k
+            committed = (w1, w2)
             fast = torch.cat(reads, dim=2)[:, 0]  # (B, L, C)
         fast = (fast * self.fast_gain).to(h.dtype)
         new_prev = cur[:, n_commit - 1] if n_commit > 0 else state["prev"]

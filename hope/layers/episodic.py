@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hope.layers.chunking import chunk_spans, state_dtype
+from hope.layers.chunking import state_dtype
 
 EPS = 1e-6
 
@@ -55,28 +55,40 @@ class EpisodicBank(nn.Module):
         values = self.value(x).to(fd)
         strength = torch.sigmoid(self.write_score(x).to(fd).squeeze(-1) + surprise_scale * surprise) * mem_gate  # (B, L)
         bank_k, bank_v, bank_s = state["keys"], state["values"], state["strength"]
-        committed = (bank_k, bank_v, bank_s)
+        chunk, cap = self.chunk, self.capacity
+        N = -(-L // chunk)
+        n_write = min(n_commit // chunk, L // chunk)  # complete chunks that commit (end <= n_commit)
+        # Write candidates of every committing chunk at once: its `writes` strongest tokens.
+        if n_write:
+            span = n_write * chunk
+            cand_s, cand_i = strength[:, :span].reshape(B, n_write, chunk).topk(self.writes, dim=-1)  # (B, n, w)
+            pick = cand_i[..., None].expand(-1, -1, -1, C)  # (B, n, w, C)
+            cand_k = torch.gather(keys[:, :span].reshape(B, n_write, chunk, C), 2, pick).unbind(1)  # n x (B, w, C)
+            cand_v = torch.gather(values[:, :span].reshape(B, n_write, chunk, C), 2, pick).unbind(1)
+            cand_s = cand_s.unbind(1)
+        # The bank each chunk reads (the state left by the previous chunks' writes): a short sequential loop of
+        # small top-k merges; the reads of all chunks then run batched.
+        banks = [(bank_k, bank_v, bank_s)]
+        for n in range(n_write):
+            all_s = torch.cat([bank_s, cand_s[n]], dim=1)  # (B, cap + w)
+            keep_s, keep_i = all_s.topk(cap, dim=-1)  # the strongest `capacity` survive
+            keep = keep_i[..., None].expand(-1, -1, C)
+            bank_k = torch.gather(torch.cat([bank_k, cand_k[n]], 1), 1, keep)  # (B, cap, C)
+            bank_v = torch.gather(torch.cat([bank_v, cand_v[n]], 1), 1, keep)
+            bank_s = keep_s
+            banks.append((bank_k, bank_v, bank_s))
+        banks = banks[:N] + [banks[-1]] * (N - len(banks))  # chunks after the last write read the last bank
+        read_k, read_v, read_s = (torch.stack(t, dim=1) for t in zip(*banks))  # (B, N, cap, C), (B, N, cap)
+        q = F.pad(queries, (0, 0, 0, N * chunk - L)).view(B, N, chunk, C)  # the partial last chunk padded
         temperature = self.log_temperature.exp()
-        reads = []
-        for s, e, complete in chunk_spans(L, self.chunk):
-            logits = temperature * queries[:, s:e] @ bank_k.transpose(1, 2) + (bank_s + EPS).log()[:, None]  # (B, c, cap)
-            top, idx = logits.topk(self.top_k, dim=-1)  # (B, c, k)
-            null = self.null_logit.expand(B, e - s, 1)
-            weights = torch.softmax(torch.cat([top, null], dim=-1), dim=-1)[..., :-1]  # (B, c, k), null slot dropped
-            picked = torch.gather(bank_v[:, None].expand(-1, e - s, -1, -1), 2,
-                                  idx[..., None].expand(-1, -1, -1, C))  # (B, c, k, C)
-            reads.append((weights[..., None] * picked).sum(2))  # (B, c, C)
-            if complete and e <= n_commit:
-                cand_s, cand_i = strength[:, s:e].topk(self.writes, dim=-1)  # (B, w)
-                cand_k = torch.gather(keys[:, s:e], 1, cand_i[..., None].expand(-1, -1, C))
-                cand_v = torch.gather(values[:, s:e], 1, cand_i[..., None].expand(-1, -1, C))
-                all_s = torch.cat([bank_s, cand_s], dim=1)  # (B, cap + w)
-                keep_s, keep_i = all_s.topk(self.capacity, dim=-1)  # the strongest `capacity` survive
-                bank_k = torch.gather(torch.cat([bank_k, cand_k], 1), 1, keep_i[..., None].expand(-1, -1, C))
-                bank_v = torch.gather(torch.cat([bank_v, cand_v], 1), 1, keep_i[..., None].expand(-1, -1, C))
-                bank_s = keep_s
-            if e == n_commit:
-                committed = (bank_k, bank_v, bank_s)
-        read = torch.cat(reads, dim=1).to(x.dtype)  # (B, L, C)
+        logits = (temperature * q) @ read_k.mT + (read_s + EPS).log()[:, :, None]  # (B, N, c, cap)
+        top, idx = logits.topk(self.top_k, dim=-1)  # (B, N, c, k)
+        null = self.null_logit.expand(B, N, chunk, 1)
+        weights = torch.softmax(torch.cat([top, null], dim=-1), dim=-1)[..., :-1]  # (B, N, c, k), null slot dropped
+        # Sparse read as a dense (c, cap) x (cap, C) matmul: the k weights scattered into their slots (top-k
+        # indices are distinct), instead of gathering k value rows per query from an expanded bank.
+        dense = torch.zeros_like(logits).scatter(-1, idx, weights)  # (B, N, c, cap)
+        read = (dense @ read_v).view(B, N * chunk, C)[:, :L].to(x.dtype)  # (B, L, C)
+        committed = (bank_k, bank_v, bank_s)
         new_prev = x[:, n_commit - 1].to(fd) if n_commit > 0 else state["prev"]
         return self.out(read), {"keys": committed[0], "values": committed[1], "strength": committed[2], "prev": new_prev}

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hope.layers.chunking import chunk_spans, state_dtype
-from hope.ops.memory import memory_apply, memory_chunked
+from hope.layers.chunking import state_dtype
+from hope.ops.memory import commit_chunk, decays_per_chunk, memory_apply, read_chunk, write_factors
 
 ETA_MAX = 0.5  # bound on the inner lr: with unit keys and the eq.-88 preconditioner the erase term is doubled (gap 4)
 SURPRISE_CLIP = 3.0  # normalised surprise is clipped to +-3 standard deviations
@@ -84,10 +84,6 @@ class SelfModifyingMemory(nn.Module):
         B, L, _ = x.shape
         return x.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d)
 
-    def _boxes(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, H, C, ...) -> the same tensor for every box: (B, boxes*H, C, ...)."""
-        return x.repeat(1, self.boxes, *([1] * (x.dim() - 2))) if self.boxes > 1 else x
-
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, state: dict, n_commit: int, mem_gate: float, surprise_scale: float
                 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -97,55 +93,65 @@ class SelfModifyingMemory(nn.Module):
         `n_commit` tokens (a multiple of the chunk size).
         """
         B, L, C = x.shape
-        H, boxes = self.num_heads, self.boxes
+        H, boxes, chunk = self.num_heads, self.boxes, self.chunk
+        if n_commit % chunk or n_commit > L:
+            raise ValueError(f"n_commit ({n_commit}) must be a multiple of the chunk size {chunk} and <= {L}")
         fd = state_dtype(x)
         ext = torch.cat([state["conv"].to(x.dtype), x], dim=1)  # (B, 3 + L, C)
         u = self.conv(ext.transpose(1, 2)).transpose(1, 2)  # (B, L, C): causal, sees 3 tokens of the past
         q = F.normalize(self._heads(self.q_proj(u)).to(fd), dim=-1)  # (B, H, L, d)
         if self.kv_proj is None:
             z = F.normalize(self._heads(u).to(fd), dim=-1)  # (B, H, L, d): unit inputs keep the delta rule stable
+            streams = (z.split(chunk, dim=2),)
         else:
             k_all, v_all = (self._heads(t).to(fd) for t in self.kv_proj(u).chunk(2, dim=-1))  # static (plain Titans)
-            k_all, v_all = F.normalize(k_all, dim=-1), F.normalize(v_all, dim=-1)
+            streams = (F.normalize(k_all, dim=-1).split(chunk, dim=2), F.normalize(v_all, dim=-1).split(chunk, dim=2))
         logits = self.gates(u).to(fd).view(B, L, 3, H).permute(2, 0, 3, 1)  # (3, B, H, L)
         # mem_write gate 0 freezes the memory at its init: no writes (eta = 0) and no forgetting (alpha = 1)
         eta_logit, beta = logits[0], torch.sigmoid(logits[2])
         alpha = 1 - mem_gate * (1 - torch.sigmoid(logits[1]))
+        bound = self.eta_bound(beta)  # (B, H, L) with momentum, else a float
 
-        w, mom = state["w"], state["mom"]
+        # Boxes as an axis of their own: (B, boxes*H, ...) -> (B, boxes, H, ...), a view (box-major layout).
+        # k, v, q and the gates are shared by the boxes and broadcast over that axis (size 1).
+        w = tuple(t.view(B, boxes, H, *t.shape[2:]) for t in state["w"])
+        mom = None if state["mom"] is None else tuple(t.view(B, boxes, H, *t.shape[2:]) for t in state["mom"])
         err_mean, err_var = state["err_mean"], state["err_var"]
         outs, surprises = [], []
-        committed = None
         with torch.autocast(device_type=x.device.type, enabled=False):  # fast weights stay fp32
-            for s, e, complete in chunk_spans(L, self.chunk):
+            decays = decays_per_chunk(alpha.unsqueeze(1), beta.unsqueeze(1) if self.momentum else None, chunk)
+            gates = (eta_logit.split(chunk, dim=2), bound.split(chunk, dim=2) if self.momentum else None)
+            for n, (d_n, q_n) in enumerate(zip(decays, q.split(chunk, dim=2))):
                 if self.kv_proj is None:
-                    zc = z[:, :, s:e]
-                    k = F.normalize(memory_apply((w[0][:, H:2 * H], w[1][:, H:2 * H]), zc, "mlp"), dim=-1)  # (B,H,C,d)
-                    v = F.normalize(memory_apply((w[0][:, 2 * H:], w[1][:, 2 * H:]), zc, "mlp"), dim=-1)  # (B,H,C,d)
+                    # k, v from the k/v boxes at the chunk-start state; the memory box's state and momentum are
+                    # split off as views so that no copy of the state is read or written for them.
+                    (w1m, w1kv), (w2m, w2kv) = (t.split([1, boxes - 1], dim=1) for t in w)
+                    kv = F.normalize(memory_apply((w1kv, w2kv), streams[0][n].unsqueeze(1), "mlp"), dim=-1)
+                    k, v = kv.unsqueeze(2).unbind(1)  # 2 x (B, 1, H, c, d)
                 else:
-                    k, v = k_all[:, :, s:e], v_all[:, :, s:e]
-                mem_w = (w[0][:, :H], w[1][:, :H])
-                target = memory_apply(mem_w, v, "mlp") if self.self_modifying else v
-                err = (memory_apply(mem_w, k, "mlp") - target).pow(2).sum(-1)  # (B, H, C) momentary surprise
+                    (w1m, w2m), k, v = w, streams[0][n].unsqueeze(1), streams[1][n].unsqueeze(1)
+                # All boxes' gradient factors at the chunk-start state, and the error e = M(k) - v_hat of each box;
+                # the memory box's squared error is the momentary surprise (no second pass over the memory).
+                factors, e = write_factors(w, k, v, kind="mlp", self_target=self.self_modifying, precondition=True)
+                err = e[:, 0].pow(2).sum(-1)  # (B, H, c)
                 surprise = ((err - err_mean[..., None]) / (err_var[..., None] + 1e-6).sqrt()).clamp(-SURPRISE_CLIP, SURPRISE_CLIP)
-                eta = self.eta_bound(beta[:, :, s:e]) * torch.sigmoid(eta_logit[:, :, s:e] + surprise_scale * surprise) * mem_gate
-                o, w_new, mom_new = memory_chunked(
-                    w, mom, self._boxes(k), self._boxes(v), self._boxes(q[:, :, s:e]), self._boxes(eta),
-                    self._boxes(alpha[:, :, s:e]), self._boxes(beta[:, :, s:e]), self.chunk,
-                    kind="mlp", self_target=self.self_modifying, precondition=True)
-                outs.append(o[:, :H])  # (B, H, C, d): only the memory box's read is the layer's output
-                surprises.append(surprise.mean(1))  # (B, C)
-                if complete and e <= n_commit:
-                    w, mom = w_new, mom_new
+                b_n = gates[1][n] if self.momentum else bound
+                eta = (b_n * torch.sigmoid(gates[0][n] + surprise_scale * surprise) * mem_gate).unsqueeze(1)  # (B, 1, H, c)
+                # Read of the memory box only (the k/v boxes' reads would be thrown away).
+                coef = d_n.keep * -eta.unsqueeze(-2)  # (B, 1, H, c, c)
+                mem_factors = tuple((l[:, :1], r[:, :1]) for l, r in factors)
+                mem_mom = None if mom is None else tuple(t[:, :1] for t in mom)
+                o = read_chunk((w1m, w2m), mem_mom, q_n.unsqueeze(1), mem_factors, d_n.decay, d_n.carry, coef, "mlp")
+                outs.append(o[:, 0])  # (B, H, c, d)
+                surprises.append(surprise.mean(1))  # (B, c)
+                if (n + 1) * chunk <= n_commit:
+                    w, mom = commit_chunk(w, mom, factors, d_n, eta, chunk - 1)
                     m = err.mean(-1)  # (B, H)
                     err_var = self.error_decay * err_var + (1 - self.error_decay) * (m - err_mean).pow(2)
                     err_mean = self.error_decay * err_mean + (1 - self.error_decay) * m
-                if e == n_commit:
-                    committed = (w, mom, err_mean, err_var)
-        if committed is None:  # nothing new committed in this call
-            committed = (state["w"], state["mom"], state["err_mean"], state["err_var"])
         o = torch.cat(outs, dim=2)  # (B, H, L, d)
         y = self.out_norm(o.to(x.dtype)).transpose(1, 2).reshape(B, L, C)
-        new_state = {"w": committed[0], "mom": committed[1], "err_mean": committed[2], "err_var": committed[3],
+        flat = lambda ws: None if ws is None else tuple(t.reshape(B, boxes * H, *t.shape[3:]) for t in ws)  # noqa: E731
+        new_state = {"w": flat(w), "mom": flat(mom), "err_mean": err_mean, "err_var": err_var,
                      "conv": ext[:, n_commit:n_commit + 3].to(fd)}
         return self.proj(y), torch.cat(surprises, dim=1), new_state

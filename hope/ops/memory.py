@@ -47,7 +47,7 @@ _NUM_WEIGHTS = {"mlp": 2, "linear": 1}
 _KEY_INPUT = {"mlp": 1, "linear": 0}
 
 
-def _silu_grad(z: Tensor, a: Tensor) -> Tensor:
+def silu_grad(z: Tensor, a: Tensor) -> Tensor:
     """d silu(z) / dz, written out so the inner gradient needs no autograd; ``a = silu(z)`` is reused.
 
     silu'(z) = s (1 + z (1 - s)) = s + a - a s, with s = sigmoid(z) and a = z s.
@@ -79,7 +79,7 @@ def inner_grads(weights: Weights, k: Tensor, target: Tensor, kind: Kind) -> Weig
         z = k @ w2.mT  # (B, H, T, h)
         a = F.silu(z)  # (B, H, T, h)
         e = k + a @ w1.mT - target  # (B, H, T, d) error M(k) - target
-        u = (e @ w1) * _silu_grad(z, a)  # (B, H, T, h) error backpropagated to the hidden pre-activation
+        u = (e @ w1) * silu_grad(z, a)  # (B, H, T, h) error backpropagated to the hidden pre-activation
         return e.mT @ a, u.mT @ k  # sum_t e_t a_t^T (B, H, d, h); sum_t u_t k_t^T (B, H, h, d)
     if kind == "linear":
         (w,) = weights
@@ -168,6 +168,18 @@ def memory_reference(
 
 # ----------------------------------------------------------------------------------------------------------
 # Chunked fast path
+#
+# Inside a chunk every write gradient is taken at the chunk-start state W_c and is a sum of rank-1 terms
+# G_s = l_s r_s^T, so the decay/momentum recurrence has a closed form:
+#     W_t = decay_t W_c + carry_t S_c + sum_s coef[t, s] l_s r_s^T,   S_t = mom_decay_t S_c + sum_s mom_coef[t, s] l_s r_s^T
+# with coef[t, s] = -eta_s keep[t, s] and mom_coef[t, s] = -eta_s keep_s[t, s]. Everything but eta depends only on
+# the gates alpha, beta, which never depend on the state: :func:`chunk_decays` builds it for all chunks at once.
+# The chunk loop then only computes the gradient factors at W_c (:func:`write_factors`) and commits the state
+# (:func:`commit_chunk`, one matmul per weight for W and S together); the reads of every chunk are done after the
+# loop in one batched pass from the stacked chunk-start states (:func:`read_chunks`), as C x C attention-like
+# matmuls: no per-token outer product is ever materialised. Callers whose inputs depend on the state (the
+# self-modifying memory: k, v and eta are read from the memories at W_c) write the loop themselves from these
+# pieces; all of them broadcast over any leading dims (e.g. a box axis shared by k, v and the gates).
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -186,123 +198,149 @@ def _segment_products(x: Tensor) -> Tensor:
 
 
 @dataclass
-class _Coefficients:
-    """Closed form of the decay/momentum recurrence inside each chunk, gradients frozen at ``W_c``:
+class ChunkDecays:
+    """The eta-free part of the closed-form recurrence, for every chunk at once (leading dims ``(..., N)``).
 
-    ``W_t = decay_t W_c + carry_t S_c + sum_s coef[t, s] G_s`` and ``S_t = mom_decay_t S_c + sum_s mom_coef[t, s] G_s``.
-    Leading dims are (B, H, N) over all chunks, or (B, H) once a chunk is selected.
+    ``coef[t, s] = -eta_s keep[t, s]`` and ``mom_coef[t, s] = -eta_s keep_s[t, s]``.
     """
 
-    decay: Tensor  # (..., C)     prod_{r<=t} alpha_r
-    coef: Tensor  # (..., C, C)   c_{t,s}, lower triangular
-    carry: Tensor | None  # (..., C)      sum_{j<=t} (prod_{r=j+1..t} alpha_r)(prod_{r<=j} beta_r)
-    mom_decay: Tensor | None  # (..., C)  prod_{r<=t} beta_r
-    mom_coef: Tensor | None  # (..., C, C) -eta_s prod_{r=s+1..t} beta_r
+    decay: Tensor  # (..., N, C)         prod_{r<=t} alpha_r
+    keep: Tensor  # (..., N, C, C)       momentum off: prod_{r=s+1..t} alpha_r; on: sum_j keep_w[t, j] keep_s[j, s]
+    carry: Tensor | None  # (..., N, C)   sum_{j<=t} (prod_{r=j+1..t} alpha_r)(prod_{r<=j} beta_r)
+    mom_decay: Tensor | None  # (..., N, C)  prod_{r<=t} beta_r
+    keep_s: Tensor | None  # (..., N, C, C)  prod_{r=s+1..t} beta_r
 
-    def select(self, n: int) -> _Coefficients:
-        """The coefficients of chunk n (drop the N axis, dim 2)."""
-        return _Coefficients(*(None if (x := getattr(self, f.name)) is None else x[:, :, n] for f in fields(self)))
+    def unbind(self) -> list[ChunkDecays]:
+        """Per-chunk views (the N axis dropped), cut with one unbind per tensor so autograd sees one op each."""
+        def parts(x: Tensor | None, matrix: bool) -> list[Tensor | None]:
+            return [None] * self.decay.shape[-2] if x is None else list(x.unbind(dim=-3 if matrix else -2))
+
+        return [ChunkDecays(*p) for p in zip(parts(self.decay, False), parts(self.keep, True), parts(self.carry, False),
+                                              parts(self.mom_decay, False), parts(self.keep_s, True))]
 
 
-def _coefficients(eta: Tensor, alpha: Tensor, beta: Tensor | None) -> _Coefficients:
-    """Build the per-chunk recurrence coefficients from gates shaped ``(..., C)`` (beta None = momentum off)."""
-    decay = alpha.cumprod(dim=-1)  # (..., C)
-    keep_w = _segment_products(alpha)  # (..., C, C) prod_{r=j+1..t} alpha_r
-    neg_eta = -eta.unsqueeze(-2)  # (..., 1, C) scales column s by -eta_s
+def chunk_decays(alpha: Tensor, beta: Tensor | None) -> ChunkDecays:
+    """Decay products from gates chunked as ``(..., N, C)`` (``beta`` None = momentum off)."""
+    decay = alpha.cumprod(dim=-1)  # (..., N, C)
+    keep_w = _segment_products(alpha)  # (..., N, C, C) prod_{r=j+1..t} alpha_r
     if beta is None:
         # W_t = alpha_t W_{t-1} - eta_t G_t  =>  c_{t,s} = -eta_s prod_{r=s+1..t} alpha_r
-        return _Coefficients(decay, keep_w * neg_eta, None, None, None)
+        return ChunkDecays(decay, keep_w, None, None, None)
     # S_j = prod_{r<=j} beta_r S_c - sum_{s<=j} eta_s prod_{r=s+1..j} beta_r G_s, and W_t = sum_{j<=t} keep_w[t, j] S_j
     # + decay_t W_c, so the two lower-triangular decay matrices compose by a matmul.
-    keep_s = _segment_products(beta)  # (..., C, C) prod_{r=s+1..j} beta_r
-    mom_decay = beta.cumprod(dim=-1)  # (..., C)
-    carry = (keep_w @ mom_decay.unsqueeze(-1)).squeeze(-1)  # (..., C)
-    return _Coefficients(decay, (keep_w @ keep_s) * neg_eta, carry, mom_decay, keep_s * neg_eta)
+    keep_s = _segment_products(beta)  # (..., N, C, C)
+    mom_decay = beta.cumprod(dim=-1)  # (..., N, C)
+    carry = (keep_w @ mom_decay.unsqueeze(-1)).squeeze(-1)  # (..., N, C)
+    return ChunkDecays(decay, keep_w @ keep_s, carry, mom_decay, keep_s)
 
 
-Factors = tuple[tuple[Tensor, Tensor], ...]  # per weight (l, r) with G_s = l_s r_s^T, l (B, H, C, out), r (B, H, C, in)
-
-
-def _read(wx: Tensor, x: Tensor, s: Tensor | None, left: Tensor, scores: Tensor, co: _Coefficients) -> Tensor:
-    """``W_t x_t`` for every t of a chunk, without forming ``W_t``.
-
-    ``W_t x_t = decay_t W_c x_t + carry_t S_c x_t + sum_s coef[t, s] (r_s . x_t) l_s`` where ``G_s = l_s r_s^T``.
-    ``wx = W_c x`` and ``x (B, H, C, in)``; ``left`` stacks the ``l_s`` ``(B, H, C, out)``;
-    ``scores = coef * (x r^T)`` ``(B, H, C, C)``.
-    """
-    out = co.decay.unsqueeze(-1) * wx + scores @ left  # (B, H, C, out)
-    if s is not None:
-        out = out + co.carry.unsqueeze(-1) * (x @ s.mT)
+def decays_per_chunk(alpha: Tensor, beta: Tensor | None, chunk_size: int) -> list[ChunkDecays]:
+    """Gates ``(..., T)`` -> one :class:`ChunkDecays` (no N axis) per chunk of ``chunk_size`` tokens, the last
+    possibly shorter; the complete chunks are built in one batched call."""
+    T = alpha.shape[-1]
+    n_full, rest = divmod(T, chunk_size)
+    gates = [alpha] if beta is None else [alpha, beta]
+    if rest and n_full:
+        parts = [g.split([n_full * chunk_size, rest], dim=-1) for g in gates]
+        full, tail = [p[0] for p in parts], [p[1] for p in parts]
+    else:
+        full, tail = (gates, []) if not rest else ([], gates)
+    out: list[ChunkDecays] = []
+    if full:
+        shaped = [g.reshape(*g.shape[:-1], n_full, chunk_size) for g in full]  # (..., N, C)
+        out += chunk_decays(shaped[0], shaped[1] if beta is not None else None).unbind()
+    if tail:
+        shaped = [g.unsqueeze(-2) for g in tail]  # (..., 1, rest)
+        out += chunk_decays(shaped[0], shaped[1] if beta is not None else None).unbind()
     return out
 
 
-def _commit(
-    w: Weights, s: Weights | None, factors: Factors, co: _Coefficients, end: int
+Factors = tuple[tuple[Tensor, Tensor], ...]  # per weight (l, r) with G_s = l_s r_s^T, l (..., C, out), r (..., C, in)
+
+
+def write_factors(
+    weights: Weights, k: Tensor, v: Tensor, *, kind: Kind, self_target: bool, precondition: bool
+) -> tuple[Factors, Tensor]:
+    """Rank-1 factors of every token's write gradient at the chunk-start state ``weights``, and the error.
+
+    ``k, v (..., C, d)`` (broadcast against the weights' leading dims). Returns ``(factors, e)`` with
+    ``e = M_c(k) - target`` ``(..., C, d)``, the associative error whose squared norm is the momentary surprise.
+    """
+    C = k.shape[-2]
+    x = torch.cat([v, k], dim=-2) if self_target else k  # (..., 2C or C, d): one first-layer matmul for both
+    if kind == "mlp":
+        w1, w2 = weights  # (..., d, h), (..., h, d)
+        z = x @ w2.mT  # (..., 2C or C, h)
+        a = F.silu(z)
+        if self_target:
+            m = x + a @ w1.mT  # (..., 2C, d) M_c([v; k])
+            m_v, m_k = m.split(C, dim=-2)
+            e = m_k - m_v  # target v_hat = M_c(v), a constant for the inner gradient
+            zk, ak = z[..., C:, :], a[..., C:, :]
+        else:
+            zk, ak = z, a
+            e = k + a @ w1.mT - v  # (..., C, d)
+        u = (e @ w1) * silu_grad(zk, ak)  # (..., C, h) error backpropagated to the hidden pre-activation
+        if precondition:
+            u = u + zk  # (W2_c k_t) k_t^T shares the right factor k_t (eq. 88)
+        return ((e, ak), (u, k)), e  # gW1_t = e_t ak_t^T, gW2_t = u_t k_t^T
+    if kind == "linear":
+        (w,) = weights  # (..., d, d)
+        mx = x @ w.mT
+        mk = mx[..., C:, :] if self_target else mx  # (..., C, d) W_c k_t
+        e = mk - (mx[..., :C, :] if self_target else v)
+        left = e + mk if precondition else e  # G_t = (e_t + W_c k_t) k_t^T with the eq. 88 term
+        return ((left, k),), e
+    raise ValueError(f"unknown memory kind {kind!r}; expected one of {sorted(_NUM_WEIGHTS)}")
+
+
+def commit_chunk(
+    weights: Weights, momentum: Weights | None, factors: Factors, d: ChunkDecays, eta: Tensor, end: int
 ) -> tuple[Weights, Weights | None]:
-    """State after token ``end`` of the chunk; ``sum_s c[end, s] l_s r_s^T = L^T diag(c[end]) R`` is one matmul."""
-    c_end = co.coef[..., end, :, None]  # (B, H, C, 1)
-    a_end = co.decay[..., end, None, None]  # (B, H, 1, 1)
-    new_w = [a_end * wi + (l * c_end).mT @ r for wi, (l, r) in zip(w, factors)]  # (B, H, out, in)
-    if s is None:
-        return tuple(new_w), None
-    m_end = co.carry[..., end, None, None]
-    b_end = co.mom_decay[..., end, None, None]
-    cs_end = co.mom_coef[..., end, :, None]  # (B, H, C, 1)
-    new_w = [nw + m_end * si for nw, si in zip(new_w, s)]
-    new_s = tuple(b_end * si + (l * cs_end).mT @ r for si, (l, r) in zip(s, factors))
-    return tuple(new_w), new_s
+    """State after token ``end`` of a chunk: ``sum_s c[end, s] l_s r_s^T = L^T diag(c[end]) R``.
+
+    ``d``: this chunk's decays (no N axis); ``eta (..., C)`` its inner learning rates. With momentum the W and S
+    updates share their right factor, so both are one matmul: ``[L diag(c), L diag(c_s)]^T R``; the decays are
+    folded in with ``addcmul`` (one pass over the state instead of two).
+    """
+    neg = -eta
+    c = (d.keep[..., end, :] * neg).unsqueeze(-1)  # (..., C, 1) coef[end, s]
+    a = d.decay[..., end, None, None]  # (..., 1, 1)
+    if momentum is None:
+        return tuple(torch.addcmul((l * c).mT @ r, a, w) for w, (l, r) in zip(weights, factors)), None
+    cs = (d.keep_s[..., end, :] * neg).unsqueeze(-1)  # (..., C, 1) mom_coef[end, s]
+    m, b = d.carry[..., end, None, None], d.mom_decay[..., end, None, None]
+    new_w, new_s = [], []
+    for w, s, (l, r) in zip(weights, momentum, factors):
+        uw, us = (torch.cat([l * c, l * cs], dim=-1).mT @ r).split(l.shape[-1], dim=-2)  # 2 x (..., out, in)
+        new_w.append(torch.addcmul(torch.addcmul(uw, m, s), a, w))  # a W + m S + update
+        new_s.append(torch.addcmul(us, b, s))  # b S + update
+    return tuple(new_w), tuple(new_s)
 
 
-# A chunk's inputs are stacked along the token axis as [v; k; q] (B, H, 2C or 3C, d), so that the first layer at
-# W_c sees every stream it needs in one matmul: [v; k; q] with a self-generated target, [k; q] without (contiguous
-# either way); q is absent when only writing.
+def read_chunk(
+    weights: Weights, momentum: Weights | None, q: Tensor, factors: Factors, decay: Tensor, carry: Tensor | None,
+    coef: Tensor, kind: Kind,
+) -> Tensor:
+    """``M_t(q_t)`` for every token t of one chunk, without forming any ``W_t``.
 
+    ``weights``/``momentum``: the chunk-start state; ``q (..., C, d)``; ``decay``/``carry (..., C)`` and
+    ``coef (..., C, C)`` of this chunk. ``W_t x_t = decay_t W_c x_t + carry_t S_c x_t + sum_s coef[t, s] (r_s . x_t) l_s``.
+    Done inside the chunk loop, while the state is still in cache (a batched read of all chunks after the loop
+    needs the chunk-start states stacked, which costs more than it saves).
+    """
+    decay = decay.unsqueeze(-1)  # (..., C, 1)
+    carry = None if momentum is None else carry.unsqueeze(-1)
 
-def _chunk_linear(
-    w: Weights, s: Weights | None, vkq: Tensor, qk: Tensor | None, co: _Coefficients,
-    self_target: bool, precondition: bool,
-) -> tuple[Tensor | None, Factors]:
-    """One chunk of the linear memory: rank-1 gradient factors at ``W_c`` and the reads ``W_t q_t``."""
-    C = co.decay.shape[-1]
-    (w0,) = w  # (B, H, d, d)
-    first = 0 if self_target else C
-    wx = vkq[..., first:, :] @ w0.mT  # (B, H, ., d) W_c [v;] k [; q]
-    k = vkq[..., C : 2 * C, :]
-    mk = wx[..., C - first : 2 * C - first, :]  # (B, H, C, d) W_c k_t
-    e = mk - (wx[..., :C, :] if self_target else vkq[..., :C, :])  # (B, H, C, d)
-    left = e + mk if precondition else e  # G_t = (e_t + W_c k_t) k_t^T with the eq. 88 term
-    o = None
-    if qk is not None:
-        o = _read(wx[..., 2 * C - first :, :], vkq[..., 2 * C :, :], None if s is None else s[0], left, qk, co)
-    return o, ((left, k),)
+    def apply(i: int, x: Tensor) -> Tensor:  # W_t x_t for weight i, x (..., C, in)
+        l, r = factors[i]
+        out = decay * (x @ weights[i].mT) + (coef * (x @ r.mT)) @ l  # (..., C, out)
+        return out if momentum is None else out + carry * (x @ momentum[i].mT)
 
-
-def _chunk_mlp(
-    w: Weights, s: Weights | None, vkq: Tensor, qk: Tensor | None, co: _Coefficients,
-    self_target: bool, precondition: bool,
-) -> tuple[Tensor | None, Factors]:
-    """One chunk of the MLP memory: rank-1 gradient factors at ``W_c`` and the reads ``M_t(q_t)``."""
-    C = co.decay.shape[-1]
-    w1, w2 = w  # (B, H, d, h), (B, H, h, d)
-    first = 0 if self_target else C
-    z = vkq[..., first:, :] @ w2.mT  # (B, H, ., h) W2_c [v;] k [; q]
-    n_mem = 2 * C - first  # rows [v;] k go through the whole memory at W_c
-    a = F.silu(z[..., :n_mem, :])  # (B, H, n_mem, h)
-    m = vkq[..., first : 2 * C, :] + a @ w1.mT  # (B, H, n_mem, d) M_c([v;] k)
-    k = vkq[..., C : 2 * C, :]
-    zk, ak = z[..., n_mem - C : n_mem, :], a[..., n_mem - C :, :]  # (B, H, C, h)
-    y = m[..., :C, :] if self_target else vkq[..., :C, :]  # target: v_hat = M_c(v) or v
-    e = m[..., n_mem - C :, :] - y  # (B, H, C, d) gW1_t = e_t ak_t^T
-    u = (e @ w1) * _silu_grad(zk, ak)  # (B, H, C, h) gW2_t = u_t k_t^T
-    if precondition:
-        u = u + zk  # (W2_c k_t) k_t^T shares the right factor k_t (eq. 88)
-    o = None
-    if qk is not None:
-        q = vkq[..., 2 * C :, :]
-        s1, s2 = (None, None) if s is None else s
-        aq = F.silu(_read(z[..., n_mem:, :], q, s2, u, qk, co))  # (B, H, C, h) silu(W2_t q_t)
-        o = q + _read(aq @ w1.mT, aq, s1, e, co.coef * (aq @ ak.mT), co)  # q_t + W1_t aq_t, (B, H, C, d)
-    return o, ((e, ak), (u, k))
+    if kind == "linear":
+        return apply(0, q)
+    aq = F.silu(apply(1, q))  # (..., C, h) silu(W2_t q_t)
+    return q + apply(0, aq)  # q_t + W1_t aq_t
 
 
 def memory_chunked(
@@ -322,39 +360,20 @@ def memory_chunked(
 ) -> tuple[Tensor | None, Weights, Weights | None]:
     """Same contract and result as :func:`memory_reference`, looping over chunks only.
 
-    Inside a chunk all gradients are rank-1 factors at ``W_c`` computed in one batched pass; the decay/momentum
-    recurrence has the closed form of :class:`_Coefficients`, so the reads are C x C attention-like matmuls and
-    the committed state is one matmul per weight. A last partial chunk is zero-padded and committed at its last
-    real token (the recurrence is causal, so padded tokens never reach it).
+    Per chunk: the rank-1 gradient factors at ``W_c`` (one batched pass), the reads, and the commit (see the
+    section comment above). A last partial chunk is committed at its last token.
     """
     _check_inputs(weights, momentum, k, v, q, (eta, alpha, beta), chunk_size, kind)
-    B, H, T, d = k.shape
-    C = min(chunk_size, T)  # a single short chunk needs no padding
-    N = -(-T // C)
-    pad = N * C - T
-
-    def chunked(x: Tensor) -> Tensor:  # (B, H, T, *) -> (B, H, N, C, *)
-        if pad:
-            x = F.pad(x, (0, 0, 0, pad) if x.dim() == 4 else (0, pad))
-        return x.reshape(B, H, N, C, *x.shape[3:])
-
-    k_c = chunked(k)  # (B, H, N, C, d)
-    coeffs = _coefficients(chunked(eta), chunked(alpha), None if momentum is None else chunked(beta))
-    streams, qk = [chunked(v), k_c], None
-    if q is not None:
-        q_c = chunked(q)
-        streams.append(q_c)
-        qk = coeffs.coef * (q_c @ k_c.mT)  # (B, H, N, C, C) independent of the state: all chunks at once
-    vkq = torch.cat(streams, dim=3)  # (B, H, N, 2C or 3C, d)
-    step = _chunk_mlp if kind == "mlp" else _chunk_linear
-
+    C = chunk_size
+    decays = decays_per_chunk(alpha, None if momentum is None else beta, C)
     w, s = tuple(weights), None if momentum is None else tuple(momentum)
     outputs = []
-    for n in range(N):
-        co = coeffs.select(n)
-        o_n, factors = step(w, s, vkq[:, :, n], None if qk is None else qk[:, :, n], co, self_target, precondition)
-        w, s = _commit(w, s, factors, co, C - 1 if n < N - 1 else C - 1 - pad)
-        if o_n is not None:
-            outputs.append(o_n)
-    o = torch.cat(outputs, dim=2)[:, :, :T] if q is not None else None  # (B, H, T, d)
+    qs = q.split(C, dim=2) if q is not None else [None] * len(decays)
+    for k_n, v_n, q_n, eta_n, d_n in zip(k.split(C, dim=2), v.split(C, dim=2), qs, eta.split(C, dim=2), decays):
+        factors, _ = write_factors(w, k_n, v_n, kind=kind, self_target=self_target, precondition=precondition)
+        if q_n is not None:
+            coef = d_n.keep * -eta_n.unsqueeze(-2)  # (B, H, c, c)
+            outputs.append(read_chunk(w, s, q_n, factors, d_n.decay, d_n.carry, coef, kind))
+        w, s = commit_chunk(w, s, factors, d_n, eta_n, k_n.shape[2] - 1)
+    o = torch.cat(outputs, dim=2) if q is not None else None  # (B, H, T, d)
     return o, w, s
