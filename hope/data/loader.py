@@ -7,6 +7,7 @@ uninterrupted run would have seen, whatever `num_workers` is, without saving any
 from __future__ import annotations
 
 import random
+import signal
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -55,4 +56,9 @@ def make_loader(data: torch.Tensor, batch_size: int, seq_len: int, seed: int, st
     stream = BatchStream(data, batch_size, seq_len, seed, start, stop, rank, recall_fraction)
     return DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                       prefetch_factor=prefetch_factor if num_workers > 0 else None,
-                      persistent_workers=False)
+                      persistent_workers=False, worker_init_fn=_ignore_sigint if num_workers > 0 else None)
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """Ctrl-C reaches the whole process group: workers ignore it so the main process can save a checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
