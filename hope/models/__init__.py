@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from hope.config import Config
+from hope.models.baseline import swiglu_hidden
 from hope.models.lm import LanguageModel
+from hope.tokenizer import VOCAB_SIZE
 
 
 def build_model(cfg: Config) -> LanguageModel:
@@ -22,23 +24,27 @@ def count_params(cfg: Config) -> int:
 
 def matched_baseline_config(hope_cfg: Config, tolerance: float = 0.10) -> Config:
     """A baseline config with the same width, heads, max_len and training settings whose parameter count is
-    as close as possible to `hope_cfg`'s (within `tolerance` when the search space allows).
+    within `tolerance` of `hope_cfg`'s.
 
-    HOPE blocks hold more parameters than Transformer blocks (memories, bank, CMS levels), so the baseline
-    gets more depth and/or a wider SwiGLU: search depth in [1, 4 * depth] and ff_mult on a 0.25 grid in
-    [1, 16], and keep the closest count, preferring the original ff_mult on ties.
+    HOPE blocks hold more parameters than Transformer blocks (memories, bank, CMS levels), so the baseline gets
+    more depth and/or a wider SwiGLU. Search depth in [1, 4 * depth] and ff_mult on a 0.25 grid in [1, 16]; among
+    the candidates within tolerance keep the most conventional shape (ff_mult closest to HOPE's, then the
+    closest count), so the opponent is a normal Transformer rather than a two-layer model with a huge MLP.
+    If nothing is within tolerance, return the closest count.
     """
     target = count_params(dataclasses.replace(hope_cfg, model_type="hope"))
-    best, best_gap = None, float("inf")
+    dim = hope_cfg.dim
+    candidates = []
     for depth in range(1, 4 * hope_cfg.depth + 1):
         for ff_quarters in range(4, 65):
             cand = dataclasses.replace(hope_cfg, model_type="baseline", depth=depth, ff_mult=ff_quarters / 4)
-            gap = abs(count_params(cand) - target) / target
-            if gap < best_gap - 1e-9 or (abs(gap - best_gap) < 1e-9 and cand.ff_mult == hope_cfg.ff_mult):
-                best, best_gap = cand, gap
-            if gap <= 0.01 and depth >= hope_cfg.depth:
-                return cand
-    return best
+            # embedding (tied head) + final norm + per block: 2 norms, qkv + proj, SwiGLU (gate_up + down)
+            params = VOCAB_SIZE * dim + dim + depth * (2 * dim + 4 * dim * dim + 3 * dim * swiglu_hidden(dim, cand.ff_mult))
+            candidates.append((abs(params - target) / target, cand))
+    within = [(abs(c.ff_mult - hope_cfg.ff_mult), gap, c.depth, c) for gap, c in candidates if gap <= tolerance]
+    if within:
+        return min(within, key=lambda item: item[:3])[3]
+    return min(candidates, key=lambda item: item[0])[1]
 
 
 __all__ = ["LanguageModel", "build_model", "count_params", "matched_baseline_config"]
