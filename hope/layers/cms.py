@@ -53,11 +53,17 @@ class ContinuumMemory(nn.Module):
         w2 = self.init_w2.to(state_dtype(self.init_w2)).expand(batch, -1, -1)[:, None].to(device)
         return {"w": (w1, w2), "prev": torch.zeros(batch, self.init_w1.shape[1], device=device, dtype=state_dtype(self.init_w1))}
 
-    def forward(self, h: torch.Tensor, state: dict | None, n_commit: int, mem_gate: float) -> tuple[torch.Tensor, dict | None]:
-        """h (B, L, C): the fast level's uncommitted tail followed by new inputs (tail empty for cms: mlp)."""
+    def forward(self, h: torch.Tensor, state: dict | None, n_commit: int, mem_gate: float, n_out: int | None = None
+                ) -> tuple[torch.Tensor, dict | None]:
+        """h (B, L, C): the fast level's uncommitted tail followed by new inputs (tail empty for cms: mlp).
+
+        Returns the output of the last `n_out` tokens (B, n_out, C) (default all L: the caller discards the
+        replayed tail's outputs, so they are not computed) and the committed state.
+        """
         if not self.has_fast:
             return self.slow(h), state
         B, L, C = h.shape
+        n_out = L if n_out is None else n_out
         fd = state_dtype(h)
         chunk = self.chunk
         with torch.autocast(device_type=h.device.type, enabled=False):
@@ -69,27 +75,33 @@ class ContinuumMemory(nn.Module):
             # ETA_MAX / chunk: all gradients of a chunk are taken at one state and add up (see SMT.eta_bound)
             neg_eta = -(FAST_ETA_MAX / self.chunk * torch.sigmoid(self.eta_logit) * mem_gate)
             w1, w2 = state["w"]  # (B, 1, C, h), (B, 1, h, C)
-            # Overlapping windows of C + 1 rows, one per chunk, cut as views (one autograd node, not one per chunk).
-            n_full = L // chunk
-            windows = list(ext.unfold(2, chunk + 1, chunk).transpose(-1, -2).unbind(2)) if n_full else []  # (B, 1, C + 1, C)
-            if L > n_full * chunk:
-                windows.append(ext[:, :, n_full * chunk:])  # the partial last chunk (read only)
+            # Overlapping windows of C + 1 rows, one per committing chunk, cut as views (one autograd node, not
+            # one per chunk); a chunk that does not commit only needs the rows of the reads that are wanted.
+            n_write = min(L, n_commit) // chunk
+            windows = list(ext.unfold(2, chunk + 1, chunk).transpose(-1, -2).unbind(2))[:n_write] if n_write else []
+            start = L - n_out  # first wanted read
             reads = []
-            for n, x in enumerate(windows):  # x (B, 1, c + 1, C)
-                e_ = min((n + 1) * chunk, L)
-                z = x @ w2.mT  # (B, 1, c + 1, h)
+            for s in range(0, L, chunk):
+                n = s // chunk
+                if n >= n_write:  # read only, at the state left by the last commit: M_c(n(h_t)) - n(h_t)
+                    first = max(s, start)
+                    if first < min(s + chunk, L):
+                        reads.append(F.silu(ext[:, :, first + 1:min(s + chunk, L) + 1] @ w2.mT) @ w1.mT)
+                    continue
+                x = windows[n]  # (B, 1, C + 1, C)
+                z = x @ w2.mT  # (B, 1, C + 1, h)
                 a = F.silu(z)
-                y = a @ w1.mT  # (B, 1, c + 1, C): W1 silu(W2 x) for keys and reads
-                reads.append(y[:, :, 1:])  # read at the chunk-start state: M_c(n(h_t)) - n(h_t)
-                if n < n_full and e_ <= n_commit:
-                    # Delta rule, no momentum, full retention (hope.ops.memory with alpha = 1): the gradient of
-                    # 0.5 ||M_c(k_t) - v_t||^2 summed over the chunk, at the chunk-start state.
-                    k, zk, ak = x[:, :, :-1], z[:, :, :-1], a[:, :, :-1]
-                    e = k + y[:, :, :-1] - x[:, :, 1:]  # (B, 1, C, C) error M_c(k_t) - v_t, v_t = n(h_t)
-                    u = (e @ w1) * silu_grad(zk, ak)  # (B, 1, C, h)
-                    w1, w2 = w1 + (e * neg_eta).mT @ ak, w2 + (u * neg_eta).mT @ k
+                y = a @ w1.mT  # (B, 1, C + 1, C): W1 silu(W2 x) for keys and reads
+                if s + chunk > start:
+                    reads.append(y[:, :, 1 + max(0, start - s):])  # read at the chunk-start state
+                # Delta rule, no momentum, full retention (hope.ops.memory with alpha = 1): the gradient of
+                # 0.5 ||M_c(k_t) - v_t||^2 summed over the chunk, at the chunk-start state.
+                k, zk, ak = x[:, :, :-1], z[:, :, :-1], a[:, :, :-1]
+                e = k + y[:, :, :-1] - x[:, :, 1:]  # (B, 1, C, C) error M_c(k_t) - v_t, v_t = n(h_t)
+                u = (e @ w1) * silu_grad(zk, ak)  # (B, 1, C, h)
+                w1, w2 = w1 + (e * neg_eta).mT @ ak, w2 + (u * neg_eta).mT @ k
             committed = (w1, w2)
-            fast = torch.cat(reads, dim=2)[:, 0]  # (B, L, C)
+            fast = torch.cat(reads, dim=2)[:, 0]  # (B, n_out, C)
         fast = (fast * self.fast_gain).to(h.dtype)
         new_prev = cur[:, n_commit - 1] if n_commit > 0 else state["prev"]
-        return fast + self.slow(h + fast), {"w": committed, "prev": new_prev}
+        return fast + self.slow(h[:, L - n_out:] + fast), {"w": committed, "prev": new_prev}

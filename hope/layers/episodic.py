@@ -45,26 +45,29 @@ class EpisodicBank(nn.Module):
                 "prev": torch.zeros(batch, dim, device=device, dtype=dt)}
 
     def forward(self, x: torch.Tensor, surprise: torch.Tensor, state: dict, n_commit: int, mem_gate: float,
-                surprise_scale: float) -> tuple[torch.Tensor, dict]:
-        """x (B, L, C) tail + new inputs, surprise (B, L); returns the read (B, L, C) and the committed state."""
+                surprise_scale: float, n_out: int | None = None) -> tuple[torch.Tensor, dict]:
+        """x (B, L, C) tail + new inputs, surprise (B, L); returns the read of the last `n_out` tokens
+        (B, n_out, C) (default all L) and the committed state."""
         B, L, C = x.shape
+        n_out = L if n_out is None else n_out
         fd = state_dtype(x)
-        prev = torch.cat([state["prev"][:, None].to(x.dtype), x[:, :-1]], dim=1)  # (B, L, C): x_{t-1}
-        keys = F.normalize(self.key(prev).to(fd), dim=-1)  # (B, L, C)
-        queries = F.normalize(self.query(x).to(fd), dim=-1)
-        values = self.value(x).to(fd)
-        strength = torch.sigmoid(self.write_score(x).to(fd).squeeze(-1) + surprise_scale * surprise) * mem_gate  # (B, L)
         bank_k, bank_v, bank_s = state["keys"], state["values"], state["strength"]
         chunk, cap = self.chunk, self.capacity
         N = -(-L // chunk)
         n_write = min(n_commit // chunk, L // chunk)  # complete chunks that commit (end <= n_commit)
-        # Write candidates of every committing chunk at once: its `writes` strongest tokens.
+        # Write candidates of every committing chunk at once: its `writes` strongest tokens (keys, values and
+        # strengths are only computed for the tokens of committing chunks).
         if n_write:
             span = n_write * chunk
-            cand_s, cand_i = strength[:, :span].reshape(B, n_write, chunk).topk(self.writes, dim=-1)  # (B, n, w)
+            prev = torch.cat([state["prev"][:, None].to(x.dtype), x[:, :span - 1]], dim=1)  # (B, span, C): x_{t-1}
+            keys = F.normalize(self.key(prev).to(fd), dim=-1)  # (B, span, C)
+            values = self.value(x[:, :span]).to(fd)
+            strength = torch.sigmoid(self.write_score(x[:, :span]).to(fd).squeeze(-1)
+                                     + surprise_scale * surprise[:, :span]) * mem_gate  # (B, span)
+            cand_s, cand_i = strength.reshape(B, n_write, chunk).topk(self.writes, dim=-1)  # (B, n, w)
             pick = cand_i[..., None].expand(-1, -1, -1, C)  # (B, n, w, C)
-            cand_k = torch.gather(keys[:, :span].reshape(B, n_write, chunk, C), 2, pick).unbind(1)  # n x (B, w, C)
-            cand_v = torch.gather(values[:, :span].reshape(B, n_write, chunk, C), 2, pick).unbind(1)
+            cand_k = torch.gather(keys.reshape(B, n_write, chunk, C), 2, pick).unbind(1)  # n x (B, w, C)
+            cand_v = torch.gather(values.reshape(B, n_write, chunk, C), 2, pick).unbind(1)
             cand_s = cand_s.unbind(1)
         # The bank each chunk reads (the state left by the previous chunks' writes): a short sequential loop of
         # small top-k merges; the reads of all chunks then run batched.
@@ -78,17 +81,21 @@ class EpisodicBank(nn.Module):
             bank_s = keep_s
             banks.append((bank_k, bank_v, bank_s))
         banks = banks[:N] + [banks[-1]] * (N - len(banks))  # chunks after the last write read the last bank
-        read_k, read_v, read_s = (torch.stack(t, dim=1) for t in zip(*banks))  # (B, N, cap, C), (B, N, cap)
-        q = F.pad(queries, (0, 0, 0, N * chunk - L)).view(B, N, chunk, C)  # the partial last chunk padded
+        first = (L - n_out) // chunk  # reads are wanted from this chunk on (the replayed tail's are discarded)
+        M = N - first
+        read_k, read_v, read_s = (torch.stack(t, dim=1) for t in zip(*banks[first:]))  # (B, M, cap, C), (B, M, cap)
+        queries = F.normalize(self.query(x[:, first * chunk:]).to(fd), dim=-1)  # (B, L - first * chunk, C)
+        q = F.pad(queries, (0, 0, 0, N * chunk - L)).view(B, M, chunk, C)  # the partial last chunk padded
         temperature = self.log_temperature.exp()
-        logits = (temperature * q) @ read_k.mT + (read_s + EPS).log()[:, :, None]  # (B, N, c, cap)
-        top, idx = logits.topk(self.top_k, dim=-1)  # (B, N, c, k)
-        null = self.null_logit.expand(B, N, chunk, 1)
-        weights = torch.softmax(torch.cat([top, null], dim=-1), dim=-1)[..., :-1]  # (B, N, c, k), null slot dropped
+        logits = (temperature * q) @ read_k.mT + (read_s + EPS).log()[:, :, None]  # (B, M, c, cap)
+        top, idx = logits.topk(self.top_k, dim=-1)  # (B, M, c, k)
+        null = self.null_logit.expand(B, M, chunk, 1)
+        weights = torch.softmax(torch.cat([top, null], dim=-1), dim=-1)[..., :-1]  # (B, M, c, k), null slot dropped
         # Sparse read as a dense (c, cap) x (cap, C) matmul: the k weights scattered into their slots (top-k
         # indices are distinct), instead of gathering k value rows per query from an expanded bank.
-        dense = torch.zeros_like(logits).scatter(-1, idx, weights)  # (B, N, c, cap)
-        read = (dense @ read_v).view(B, N * chunk, C)[:, :L].to(x.dtype)  # (B, L, C)
+        dense = torch.zeros_like(logits).scatter(-1, idx, weights)  # (B, M, c, cap)
+        read = (dense @ read_v).view(B, M * chunk, C)[:, M * chunk - (N * chunk - L) - n_out:M * chunk - (N * chunk - L)]
+        read = read.to(x.dtype)  # (B, n_out, C)
         committed = (bank_k, bank_v, bank_s)
         new_prev = x[:, n_commit - 1].to(fd) if n_commit > 0 else state["prev"]
         return self.out(read), {"keys": committed[0], "values": committed[1], "strength": committed[2], "prev": new_prev}

@@ -85,20 +85,27 @@ class SelfModifyingMemory(nn.Module):
         return x.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: torch.Tensor, state: dict, n_commit: int, mem_gate: float, surprise_scale: float
-                ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def forward(self, x: torch.Tensor, state: dict, n_commit: int, mem_gate: float, surprise_scale: float,
+                n_out: int | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """x (B, L, C): the uncommitted tail followed by new inputs; state at the tail's start.
 
-        Returns the memory read (B, L, C), the normalised surprise (B, L) and the state after the first
-        `n_commit` tokens (a multiple of the chunk size).
+        Returns the memory read of the last `n_out` tokens (B, n_out, C) (default all L: the caller discards the
+        replayed tail's reads, so they are not computed), the normalised surprise (B, L) and the state after
+        the first `n_commit` tokens (a multiple of the chunk size).
         """
         B, L, C = x.shape
+        n_out = L if n_out is None else n_out
         H, boxes, chunk = self.num_heads, self.boxes, self.chunk
         if n_commit % chunk or n_commit > L:
             raise ValueError(f"n_commit ({n_commit}) must be a multiple of the chunk size {chunk} and <= {L}")
         fd = state_dtype(x)
         ext = torch.cat([state["conv"].to(x.dtype), x], dim=1)  # (B, 3 + L, C)
-        u = self.conv(ext.transpose(1, 2)).transpose(1, 2)  # (B, L, C): causal, sees 3 tokens of the past
+        # Causal depthwise conv (window 4) as four shifted multiply-adds: the same sum as self.conv, without the
+        # conv kernel's fixed cost (several times the arithmetic at generation's one-token calls).
+        wc = self.conv.weight[:, 0]  # (C, 4)
+        u = self.conv.bias + ext[:, :L] * wc[:, 0]  # (B, L, C): causal, sees 3 tokens of the past
+        for j in range(1, 4):
+            u = u + ext[:, j:j + L] * wc[:, j]
         q = F.normalize(self._heads(self.q_proj(u)).to(fd), dim=-1)  # (B, H, L, d)
         if self.kv_proj is None:
             z = F.normalize(self._heads(u).to(fd), dim=-1)  # (B, H, L, d): unit inputs keep the delta rule stable
@@ -112,46 +119,52 @@ class SelfModifyingMemory(nn.Module):
         alpha = 1 - mem_gate * (1 - torch.sigmoid(logits[1]))
         bound = self.eta_bound(beta)  # (B, H, L) with momentum, else a float
 
-        # Boxes as an axis of their own: (B, boxes*H, ...) -> (B, boxes, H, ...), a view (box-major layout).
-        # k, v, q and the gates are shared by the boxes and broadcast over that axis (size 1).
-        w = tuple(t.view(B, boxes, H, *t.shape[2:]) for t in state["w"])
-        mom = None if state["mom"] is None else tuple(t.view(B, boxes, H, *t.shape[2:]) for t in state["mom"])
+        # Boxes as the leading axis inside the loop: (B, boxes*H, ...) -> (boxes, B, H, ...), copied once per call,
+        # so that the memory box [:1] and the k/v boxes [1:] are contiguous blocks whose (box, B, H) batch dims
+        # flatten into one bmm batch without a copy of the state. k, v, q and the gates are shared by the boxes
+        # and broadcast over that axis (size 1).
+        def unflat(ws):
+            return None if ws is None else tuple(t.view(B, boxes, H, *t.shape[2:]).transpose(0, 1).contiguous() for t in ws)
+
+        w, mom = unflat(state["w"]), unflat(state["mom"])
         err_mean, err_var = state["err_mean"], state["err_var"]
         outs, surprises = [], []
         with torch.autocast(device_type=x.device.type, enabled=False):  # fast weights stay fp32
-            decays = decays_per_chunk(alpha.unsqueeze(1), beta.unsqueeze(1) if self.momentum else None, chunk)
+            decays = decays_per_chunk(alpha.unsqueeze(0), beta.unsqueeze(0) if self.momentum else None, chunk)
             gates = (eta_logit.split(chunk, dim=2), bound.split(chunk, dim=2) if self.momentum else None)
             for n, (d_n, q_n) in enumerate(zip(decays, q.split(chunk, dim=2))):
                 if self.kv_proj is None:
                     # k, v from the k/v boxes at the chunk-start state; the memory box's state and momentum are
                     # split off as views so that no copy of the state is read or written for them.
-                    (w1m, w1kv), (w2m, w2kv) = (t.split([1, boxes - 1], dim=1) for t in w)
-                    kv = F.normalize(memory_apply((w1kv, w2kv), streams[0][n].unsqueeze(1), "mlp"), dim=-1)
-                    k, v = kv.unsqueeze(2).unbind(1)  # 2 x (B, 1, H, c, d)
+                    (w1m, w1kv), (w2m, w2kv) = (t.split([1, boxes - 1], dim=0) for t in w)
+                    kv = F.normalize(memory_apply((w1kv, w2kv), streams[0][n], "mlp"), dim=-1)  # (2, B, H, c, d)
+                    k, v = kv.unsqueeze(1).unbind(0)  # 2 x (1, B, H, c, d)
                 else:
-                    (w1m, w2m), k, v = w, streams[0][n].unsqueeze(1), streams[1][n].unsqueeze(1)
+                    (w1m, w2m), k, v = w, streams[0][n].unsqueeze(0), streams[1][n].unsqueeze(0)
                 # All boxes' gradient factors at the chunk-start state, and the error e = M(k) - v_hat of each box;
                 # the memory box's squared error is the momentary surprise (no second pass over the memory).
                 factors, e = write_factors(w, k, v, kind="mlp", self_target=self.self_modifying, precondition=True)
-                err = e[:, 0].pow(2).sum(-1)  # (B, H, c)
+                err = e[0].pow(2).sum(-1)  # (B, H, c)
                 surprise = ((err - err_mean[..., None]) / (err_var[..., None] + 1e-6).sqrt()).clamp(-SURPRISE_CLIP, SURPRISE_CLIP)
                 b_n = gates[1][n] if self.momentum else bound
-                eta = (b_n * torch.sigmoid(gates[0][n] + surprise_scale * surprise) * mem_gate).unsqueeze(1)  # (B, 1, H, c)
-                # Read of the memory box only (the k/v boxes' reads would be thrown away).
-                coef = d_n.keep * -eta.unsqueeze(-2)  # (B, 1, H, c, c)
-                mem_factors = tuple((l[:, :1], r[:, :1]) for l, r in factors)
-                mem_mom = None if mom is None else tuple(t[:, :1] for t in mom)
-                o = read_chunk((w1m, w2m), mem_mom, q_n.unsqueeze(1), mem_factors, d_n.decay, d_n.carry, coef, "mlp")
-                outs.append(o[:, 0])  # (B, H, c, d)
+                eta = (b_n * torch.sigmoid(gates[0][n] + surprise_scale * surprise) * mem_gate).unsqueeze(0)  # (1, B, H, c)
+                if (n + 1) * chunk > L - n_out:  # a chunk with tokens whose read is wanted
+                    # Read of the memory box only (the k/v boxes' reads would be thrown away).
+                    coef = d_n.keep * -eta.unsqueeze(-2)  # (1, B, H, c, c)
+                    mem_factors = tuple((l[:1], r[:1]) for l, r in factors)
+                    mem_mom = None if mom is None else tuple(t[:1] for t in mom)
+                    o = read_chunk((w1m, w2m), mem_mom, q_n.unsqueeze(0), mem_factors, d_n.decay, d_n.carry, coef,
+                                   "mlp")
+                    outs.append(o[0])  # (B, H, c, d)
                 surprises.append(surprise.mean(1))  # (B, c)
                 if (n + 1) * chunk <= n_commit:
                     w, mom = commit_chunk(w, mom, factors, d_n, eta, chunk - 1)
                     m = err.mean(-1)  # (B, H)
                     err_var = self.error_decay * err_var + (1 - self.error_decay) * (m - err_mean).pow(2)
                     err_mean = self.error_decay * err_mean + (1 - self.error_decay) * m
-        o = torch.cat(outs, dim=2)  # (B, H, L, d)
-        y = self.out_norm(o.to(x.dtype)).transpose(1, 2).reshape(B, L, C)
-        flat = lambda ws: None if ws is None else tuple(t.reshape(B, boxes * H, *t.shape[3:]) for t in ws)  # noqa: E731
+        o = torch.cat(outs, dim=2)[:, :, -n_out:]  # (B, H, n_out, d)
+        y = self.out_norm(o.to(x.dtype)).transpose(1, 2).reshape(B, n_out, C)
+        flat = lambda ws: None if ws is None else tuple(t.transpose(0, 1).reshape(B, boxes * H, *t.shape[3:]) for t in ws)  # noqa: E731
         new_state = {"w": flat(w), "mom": flat(mom), "err_mean": err_mean, "err_var": err_var,
                      "conv": ext[:, n_commit:n_commit + 3].to(fd)}
         return self.proj(y), torch.cat(surprises, dim=1), new_state

@@ -53,13 +53,14 @@ class HopeBlock(nn.Module):
         attn, cache = self.attn(h, pos, state["attn"])
         mem_in = with_tail(state["mem_tail"].to(h.dtype), h)  # (B, t + T, C)
         n_commit = committed_length(mem_in.shape[1], self.mem_chunk)
-        mem, surprise, smt_state = self.smt(mem_in, state["smt"], n_commit, mem_gate, surprise_scale)
+        # Only the T new tokens' outputs are computed; the replayed tail's were returned by the previous call.
+        mem, surprise, smt_state = self.smt(mem_in, state["smt"], n_commit, mem_gate, surprise_scale, n_out=T)
         g = torch.sigmoid(self.mix_gate)
-        mixed = g * attn + (1 - g) * mem[:, -T:]
+        mixed = g * attn + (1 - g) * mem
         bank_state = None
         if self.bank is not None:
-            bank, bank_state = self.bank(mem_in, surprise, state["bank"], n_commit, mem_gate, surprise_scale)
-            mixed = mixed + bank[:, -T:]
+            bank, bank_state = self.bank(mem_in, surprise, state["bank"], n_commit, mem_gate, surprise_scale, n_out=T)
+            mixed = mixed + bank
         x = x + self.drop(mixed)
 
         h2 = self.norm2(x)
@@ -67,8 +68,8 @@ class HopeBlock(nn.Module):
         if self.cms.has_fast:
             cms_in = with_tail(cms_tail.to(h2.dtype), h2)
             n_cms = committed_length(cms_in.shape[1], self.cms_chunk)
-            ff, cms_state = self.cms(cms_in, state["cms"], n_cms, mem_gate)
-            ff, cms_tail = ff[:, -T:], cms_in[:, n_cms:].to(state_dtype(cms_in))
+            ff, cms_state = self.cms(cms_in, state["cms"], n_cms, mem_gate, n_out=T)
+            cms_tail = cms_in[:, n_cms:].to(state_dtype(cms_in))
         else:
             ff, _ = self.cms(h2, None, 0, mem_gate)
         x = x + self.drop(ff)
