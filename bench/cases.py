@@ -1,0 +1,290 @@
+"""The benchmark cases. In-process cases time two implementations interleaved; `worker_*` functions run in a
+fresh subprocess (see `bench.worker`) and measure peak memory or long generations."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from bench.measure import current_rss_mib, interleaved, peak_rss_mib, run_worker, state_bytes, sync
+from hope.config import Config, config_from_dict, config_to_dict, validate
+from hope.generate import sample
+from hope.layers.smt import ETA_MAX, SelfModifyingMemory
+from hope.models import build_model, count_params, matched_baseline_config
+from hope.ops.memory import memory_chunked, memory_reference
+
+PEER_MISSING = "titans-pytorch is not installed (pip install -r bench/requirements.txt): peer row skipped"
+
+
+# ----------------------------------------------------------------------------------------------- configs
+
+
+def at_seq(cfg: Config, seq_len: int) -> Config:
+    """`cfg` training on `seq_len`-byte sequences, max_len raised to fit."""
+    out = dataclasses.replace(cfg, seq_len=seq_len, max_len=max(cfg.max_len, seq_len))
+    validate(out)
+    return out
+
+
+def pair(hope_cfg: Config) -> dict[str, Config]:
+    """HOPE and its parameter-matched baseline (`hope.models.matched_baseline_config`)."""
+    hope_cfg = dataclasses.replace(hope_cfg, model_type="hope")
+    return {"hope": hope_cfg, "baseline": matched_baseline_config(hope_cfg)}
+
+
+def describe(cfg: Config) -> dict[str, Any]:
+    return {"model_type": cfg.model_type, "params": count_params(cfg), "dim": cfg.dim, "depth": cfg.depth,
+            "num_heads": cfg.num_heads, "ff_mult": cfg.ff_mult, "seq_len": cfg.seq_len, "max_len": cfg.max_len}
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def make_train_step(cfg: Config, device: torch.device, seed: int = 0, compile_model: bool = False):
+    """One optimiser step (forward + backward + AdamW) on a fixed random batch; returns (step, model)."""
+    torch.manual_seed(seed)
+    model = build_model(cfg).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.base_momentum, cfg.beta2),
+                            weight_decay=cfg.weight_decay)
+    data = torch.randint(0, 256, (cfg.batch_size, cfg.seq_len + 1), generator=torch.Generator().manual_seed(seed))
+    data = data.to(device)
+    forward = torch.compile(model) if compile_model else model
+
+    def step() -> None:
+        _, loss, _ = forward(data[:, :-1], data[:, 1:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step, model
+
+
+def train_case(hope_cfg: Config, seq_len: int, reps: int, device: torch.device, compile_model: bool = False
+               ) -> dict[str, Any]:
+    """Training throughput of HOPE and the matched baseline at `seq_len`, interleaved in this process."""
+    cfgs = pair(at_seq(hope_cfg, seq_len))
+    steps = {name: make_train_step(cfg, device, compile_model=compile_model)[0] for name, cfg in cfgs.items()}
+    times = interleaved(steps, reps, device)
+    tokens = cfgs["hope"].batch_size * seq_len
+    out: dict[str, Any] = {"seq_len": seq_len, "batch_size": cfgs["hope"].batch_size, "tokens_per_step": tokens,
+                           "compiled": compile_model}
+    for name, cfg in cfgs.items():
+        t = times[name]
+        out[name] = {**describe(cfg), "step_s": t["wall_s"], "tokens_per_s": tokens / t["wall_s"]}
+        if "cpu_s" in t:
+            out[name].update(cpu_step_s=t["cpu_s"], cpu_tokens_per_s=tokens / t["cpu_s"])
+    out["ratio"] = out["hope"]["tokens_per_s"] / out["baseline"]["tokens_per_s"]
+    if "cpu_s" in times["hope"]:
+        out["cpu_ratio"] = out["hope"]["cpu_tokens_per_s"] / out["baseline"]["cpu_tokens_per_s"]
+    return out
+
+
+def worker_train_memory(spec: dict[str, Any]) -> dict[str, Any]:
+    """Peak memory of two training steps (the second with AdamW's state allocated), in a fresh process."""
+    cfg, device = config_from_dict(spec["config"]), torch.device(spec["device"])
+    step, model = make_train_step(cfg, device)
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    before = peak_rss_mib()
+    step()
+    step()
+    sync(device)
+    out = {"model_type": cfg.model_type, "seq_len": cfg.seq_len, "peak_rss_mib": peak_rss_mib(),
+           "step_peak_rss_mib": peak_rss_mib() - before}
+    if device.type == "cuda":
+        out["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+def train_memory_case(hope_cfg: Config, seq_len: int, device: torch.device, threads: int) -> dict[str, Any]:
+    cfgs = pair(at_seq(hope_cfg, seq_len))
+    out: dict[str, Any] = {"seq_len": seq_len}
+    for name, cfg in cfgs.items():
+        out[name] = run_worker({"kind": "train_memory", "config": config_to_dict(cfg), "device": str(device),
+                                "threads": threads})
+    return out
+
+
+# -------------------------------------------------------------------------------------------- generation
+
+
+def worker_generate(spec: dict[str, Any]) -> dict[str, Any]:
+    """Generate max(marks) bytes with the carried-state loop of `hope.generate` (one single-token forward per
+    byte) and record, at every mark, the time per token since the previous mark, the process's peak and
+    current resident memory, and the bytes held by the carried state."""
+    cfg, device = config_from_dict(spec["config"]), torch.device(spec["device"])
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device).eval()
+    gen = torch.Generator().manual_seed(spec.get("seed", 0))
+    prompt = torch.randint(0, 256, (1, spec.get("prompt_len", 64)), generator=gen).to(device)
+    rows, done = [], 0
+    import time
+
+    with torch.no_grad():
+        logits, _, state = model(prompt)  # the prompt is read once, then one byte per forward
+        for mark in spec["marks"]:
+            sync(device)
+            w0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(mark - done):
+                token = sample(logits[0, -1], 1.0, None, gen)
+                logits, _, state = model(torch.tensor([[token]], device=device), state=state)
+            sync(device)
+            n = mark - done
+            row = {"bytes": mark, "ms_per_token": (time.perf_counter() - w0) / n * 1e3,
+                   "cpu_ms_per_token": (time.process_time() - c0) / n * 1e3, "peak_rss_mib": peak_rss_mib(),
+                   "rss_mib": current_rss_mib(), "state_mib": state_bytes(state) / 2**20}
+            if device.type == "cuda":
+                row["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+            rows.append(row)
+            done = mark
+    return {"model_type": cfg.model_type, "rows": rows}
+
+
+def generate_case(hope_cfg: Config, marks: list[int], device: torch.device, threads: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"marks": marks}
+    for name, cfg in pair(hope_cfg).items():
+        out[name] = run_worker({"kind": "generate", "config": config_to_dict(cfg), "device": str(device),
+                                "threads": threads, "marks": marks})
+    return out
+
+
+# -------------------------------------------------------------------------------------- memory update op
+
+
+def op_inputs(B: int, H: int, T: int, d: int, h: int, device: torch.device, seed: int = 0) -> dict[str, Any]:
+    """Inputs shaped like one SMT layer's call (HOPE's setting: MLP memory, momentum on), gates in the ranges
+    the layer produces (eta <= ETA_MAX / chunk-ish, alpha close to 1)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return (torch.randn(*shape, generator=g) * scale).to(device)
+
+    def unit(*shape: int) -> torch.Tensor:
+        return F.normalize(rand(*shape), dim=-1)
+
+    return {"weights": (rand(B, H, d, h, scale=0.02), rand(B, H, h, d, scale=1 / math.sqrt(d))),
+            "momentum": (torch.zeros(B, H, d, h, device=device), torch.zeros(B, H, h, d, device=device)),
+            "k": unit(B, H, T, d), "v": unit(B, H, T, d), "q": unit(B, H, T, d),
+            "eta": (ETA_MAX / 16 * torch.rand(B, H, T, generator=g)).to(device),
+            "alpha": (0.99 + 0.01 * torch.rand(B, H, T, generator=g)).to(device),
+            "beta": torch.rand(B, H, T, generator=g).to(device)}
+
+
+def _op_call(fn, inp: dict[str, Any], chunk: int, backward: bool):
+    args = dict(inp)
+    if backward:
+        args = {k: (tuple(t.detach().requires_grad_(True) for t in v) if isinstance(v, tuple)
+                    else v.detach().requires_grad_(True)) for k, v in inp.items()}
+    with torch.set_grad_enabled(backward):
+        o, w, s = fn(args["weights"], args["momentum"], args["k"], args["v"], args["q"], args["eta"], args["alpha"],
+                     args["beta"], chunk, kind="mlp", self_target=True, precondition=True)
+        if backward:
+            (o.square().sum() + sum(x.square().sum() for x in (*w, *s))).backward()
+
+
+def op_case(shape: dict[str, int], chunks: list[int], reps: int, device: torch.device) -> list[dict[str, Any]]:
+    """`memory_chunked` against the per-token `memory_reference`, forward only and forward + backward."""
+    inp = op_inputs(**shape, device=device)
+    rows = []
+    for chunk in chunks:
+        row: dict[str, Any] = {"chunk": chunk, **shape}
+        for mode, backward in (("fwd", False), ("fwd_bwd", True)):
+            t = interleaved({name: (lambda fn=fn: _op_call(fn, inp, chunk, backward))
+                             for name, fn in (("chunked", memory_chunked), ("reference", memory_reference))},
+                            reps, device)
+            key = "cpu_s" if "cpu_s" in t["chunked"] else "wall_s"
+            row[mode] = {"chunked_s": t["chunked"][key], "reference_s": t["reference"][key],
+                         "speedup": t["reference"][key] / t["chunked"][key], "timer": key}
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------- peer
+
+
+def peer_modules(cfg: Config, seed: int = 0) -> dict[str, torch.nn.Module]:
+    """This project's memory in plain Titans mode and titans-pytorch's NeuralMemory at the same width, heads,
+    chunk size and memory MLP (depth 2, hidden = memory_hidden_mult * head_dim, residual, momentum on)."""
+    from titans_pytorch import NeuralMemory  # optional: bench/requirements.txt
+
+    torch.manual_seed(seed)
+    ours = SelfModifyingMemory(cfg.dim, cfg.num_heads, cfg.memory_hidden_mult, cfg.update_frequencies.mem_write,
+                               momentum=True, self_modifying=False, error_decay=cfg.error_decay)
+    theirs = NeuralMemory(dim=cfg.dim, chunk_size=cfg.update_frequencies.mem_write, heads=cfg.num_heads,
+                          dim_head=cfg.dim // cfg.num_heads, momentum=True,
+                          default_model_kwargs=dict(depth=2, expansion_factor=cfg.memory_hidden_mult))
+    return {"ours": ours, "titans_pytorch": theirs}
+
+
+def _peer_step(name: str, module: torch.nn.Module, x: torch.Tensor):
+    def step() -> None:
+        if name == "ours":
+            y, _, _ = module(x, module.init_state(x.shape[0], x.device), x.shape[1], 1.0, 1.0)
+        else:
+            y, _ = module(x)
+        y.square().mean().backward()
+
+    return step
+
+
+def peer_available() -> bool:
+    try:
+        import titans_pytorch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def worker_peer_memory(spec: dict[str, Any]) -> dict[str, Any]:
+    cfg, device = config_from_dict(spec["config"]), torch.device(spec["device"])
+    module = peer_modules(cfg)[spec["which"]].to(device)
+    x = torch.randn(cfg.batch_size, spec["seq_len"], cfg.dim, generator=torch.Generator().manual_seed(0)).to(device)
+    step = _peer_step(spec["which"], module, x)
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    before = peak_rss_mib()
+    step()
+    sync(device)
+    out = {"peak_rss_mib": peak_rss_mib(), "step_peak_rss_mib": peak_rss_mib() - before}
+    if device.type == "cuda":
+        out["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+def peer_case(cfg: Config, seq_len: int, reps: int, device: torch.device, threads: int, memory: bool
+              ) -> dict[str, Any]:
+    """Forward + backward tokens/s (interleaved) and peak memory (subprocesses) of the two memories."""
+    if not peer_available():
+        return {"skipped": PEER_MISSING}
+    import titans_pytorch
+
+    modules = {k: m.to(device) for k, m in peer_modules(cfg).items()}
+    x = torch.randn(cfg.batch_size, seq_len, cfg.dim, generator=torch.Generator().manual_seed(0)).to(device)
+    times = interleaved({k: _peer_step(k, m, x) for k, m in modules.items()}, reps, device)
+    tokens = cfg.batch_size * seq_len
+    out: dict[str, Any] = {"seq_len": seq_len, "batch_size": cfg.batch_size, "dim": cfg.dim, "heads": cfg.num_heads,
+                           "chunk": cfg.update_frequencies.mem_write,
+                           "titans_pytorch_version": getattr(titans_pytorch, "__version__", None)}
+    for k, m in modules.items():
+        key = "cpu_s" if "cpu_s" in times[k] else "wall_s"
+        out[k] = {"params": sum(p.numel() for p in m.parameters()), "tokens_per_s": tokens / times[k]["wall_s"],
+                  "step_s": times[k]["wall_s"]}
+        if key == "cpu_s":
+            out[k]["cpu_tokens_per_s"] = tokens / times[k]["cpu_s"]
+        if memory:
+            out[k]["memory"] = run_worker({"kind": "peer_memory", "which": k, "config": config_to_dict(cfg),
+                                           "seq_len": seq_len, "device": str(device), "threads": threads})
+    out["ratio"] = out["ours"]["tokens_per_s"] / out["titans_pytorch"]["tokens_per_s"]
+    if "cpu_tokens_per_s" in out["ours"]:
+        out["cpu_ratio"] = out["ours"]["cpu_tokens_per_s"] / out["titans_pytorch"]["cpu_tokens_per_s"]
+    return out
+
+
+WORKERS = {"train_memory": worker_train_memory, "generate": worker_generate, "peer_memory": worker_peer_memory}

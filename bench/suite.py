@@ -1,0 +1,281 @@
+"""The suite: modes, command line, table and JSON. See `bench/__init__.py` for how to run it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import cases
+from bench.measure import ROOT
+from hope.config import Config, load_config
+
+SECTIONS = ("train", "train_memory", "generate", "op", "peer")
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """What `--quick`, the full suite and the test's `tiny` mode change: sizes and repeats only."""
+
+    train_seqs: tuple[int, ...]
+    train_reps: int
+    gen_marks: tuple[int, ...]
+    op_T: int
+    op_chunks: tuple[int, ...]
+    op_reps: int
+    peer_reps: int
+    overrides: tuple[tuple[str, Any], ...] = ()  # config overrides (tiny models for the smoke test)
+
+
+MODES = {
+    "full": Mode(train_seqs=(256, 1024), train_reps=7, gen_marks=(256, 1024, 4096, 16384), op_T=256,
+                 op_chunks=(1, 4, 16, 64), op_reps=5, peer_reps=7),
+    "quick": Mode(train_seqs=(256, 1024), train_reps=3, gen_marks=(256, 1024, 4096), op_T=256,
+                  op_chunks=(1, 4, 16, 64), op_reps=3, peer_reps=3),
+    "tiny": Mode(train_seqs=(32, 64), train_reps=1, gen_marks=(8, 24), op_T=32, op_chunks=(1, 8), op_reps=1,
+                 peer_reps=1,
+                 overrides=(("dim", 32), ("depth", 1), ("num_heads", 2), ("seq_len", 32), ("max_len", 32), ("attn_window", 8),
+                            ("memory_capacity", 8), ("top_k", 2), ("batch_size", 2),
+                            ("update_frequencies", {"mem_write": 4, "error_update": 8}))),
+}
+
+# The targets of the performance issue, checked on the figures this run measured.
+TARGETS = {
+    "train_ratio_256": ("HOPE training throughput >= 0.5x the matched baseline at seq_len 256", 0.5),
+    "op_speedup_16": ("memory_chunked >= 10x memory_reference at chunk 16, T = 256 (fwd and fwd+bwd)", 10.0),
+    "peer_ratio": ("Titans-mode memory >= 1.0x titans-pytorch NeuralMemory forward+backward throughput", 1.0),
+    "gen_memory_flat": ("HOPE peak memory after the longest generation within 10% of after the first mark", 0.10),
+}
+
+
+# -------------------------------------------------------------------------------------------------- run
+
+
+def machine(device: torch.device, threads: int) -> dict[str, Any]:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "torch_threads": threads, "device": str(device),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    try:
+        info["load_average_1m"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        info["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                            text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        info["git_commit"] = None
+    return info
+
+
+def run(mode_name: str = "quick", *, config: str | Path = ROOT / "configs" / "example.yaml",
+        sections: tuple[str, ...] = SECTIONS, device: str = "auto", threads: int = 1, subprocesses: bool = True,
+        compile_model: bool = False, log=print) -> dict[str, Any]:
+    """Run the suite and return the results (JSON-ready). `subprocesses=False` skips the cases that need a
+    fresh process (peak memory, generation)."""
+    mode = MODES[mode_name]
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        cfg = load_config(config, [dict(mode.overrides)]) if mode.overrides else load_config(config)
+        results: dict[str, Any] = {"meta": {"mode": mode_name, "config": str(config), "sections": list(sections),
+                                            "command": " ".join([Path(sys.executable).name, "-m", "bench"] + sys.argv[1:]),
+                                            "started": dt.datetime.now().isoformat(timespec="seconds"),
+                                            "machine": machine(dev, threads), "mode_sizes": dataclasses.asdict(mode)}}
+        t0 = time.perf_counter()
+        if "train" in sections:
+            results["train"] = []
+            for seq in mode.train_seqs:
+                log(f"[bench] training throughput, seq_len {seq} ...")
+                results["train"].append(cases.train_case(cfg, seq, mode.train_reps, dev, compile_model))
+        if "train_memory" in sections:
+            if subprocesses:
+                results["train_memory"] = []
+                for seq in mode.train_seqs:
+                    log(f"[bench] training peak memory, seq_len {seq} (fresh processes) ...")
+                    results["train_memory"].append(cases.train_memory_case(cfg, seq, dev, threads))
+            else:
+                results["train_memory"] = {"skipped": "needs subprocesses"}
+        if "generate" in sections:
+            if subprocesses:
+                log(f"[bench] generation up to {mode.gen_marks[-1]} bytes (fresh processes) ...")
+                results["generate"] = cases.generate_case(cfg, list(mode.gen_marks), dev, threads)
+            else:
+                results["generate"] = {"skipped": "needs subprocesses"}
+        if "op" in sections:
+            log("[bench] memory update op, chunked vs per-token reference ...")
+            shape = dict(B=cfg.batch_size, H=3 * cfg.num_heads, T=mode.op_T, d=cfg.head_dim,
+                         h=max(1, round(cfg.memory_hidden_mult * cfg.head_dim)))
+            results["op"] = cases.op_case(shape, list(mode.op_chunks), mode.op_reps, dev)
+        if "peer" in sections:
+            log("[bench] peer: titans-pytorch NeuralMemory vs this project's Titans-mode memory ...")
+            results["peer"] = cases.peer_case(cfg, mode.train_seqs[0], mode.peer_reps, dev, threads, subprocesses)
+        results["meta"]["elapsed_s"] = time.perf_counter() - t0
+        results["targets"] = check_targets(results)
+        return results
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target with the measured figure and met/not met (None where this run did not measure it)."""
+    out = []
+
+    def add(key: str, value: float | None, met: bool | None, note: str = "") -> None:
+        text, bound = TARGETS[key]
+        out.append({"target": key, "description": text, "bound": bound, "value": value, "met": met, "note": note})
+
+    train = [r for r in results.get("train", []) if r["seq_len"] == 256]
+    if train:
+        r = train[0]
+        value = r.get("cpu_ratio", r["ratio"])
+        add("train_ratio_256", value, value >= 0.5, "CPU-time ratio" if "cpu_ratio" in r else "wall-time ratio")
+    op = [r for r in results.get("op", []) if r["chunk"] == 16 and r.get("T") == 256]
+    if op:
+        value = min(op[0]["fwd"]["speedup"], op[0]["fwd_bwd"]["speedup"])
+        add("op_speedup_16", value, value >= 10.0, "the smaller of fwd and fwd+bwd")
+    peer = results.get("peer", {})
+    if "ratio" in peer:
+        value = peer.get("cpu_ratio", peer["ratio"])
+        add("peer_ratio", value, value >= 1.0)
+    gen = results.get("generate", {}).get("hope", {})
+    rows = gen.get("rows") if isinstance(gen, dict) else None
+    if rows and len(rows) > 1:
+        first, last = rows[0]["peak_rss_mib"], rows[-1]["peak_rss_mib"]
+        growth = (last - first) / first
+        add("gen_memory_flat", growth, growth <= 0.10, f"peak RSS {first:.0f} -> {last:.0f} MiB after "
+            f"{rows[0]['bytes']} -> {rows[-1]['bytes']} bytes")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ table
+
+
+def _f(x: float | None, fmt: str = "{:.0f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def table(results: dict[str, Any]) -> str:
+    """The results as markdown tables (what docs/performance.md shows)."""
+    lines: list[str] = []
+    meta = results["meta"]
+    m = meta["machine"]
+    lines.append(f"mode {meta['mode']}, {m['device']}, {m['cpu_count']} CPUs, {m['torch_threads']} torch thread(s), "
+                 f"torch {m['torch']}, {m['cpu_capability']}; load average {m.get('load_average_1m', '-')} at start; "
+                 f"{meta.get('elapsed_s', 0):.0f} s")
+    if results.get("train"):
+        lines += ["", "Training throughput (forward + backward + AdamW step; medians, interleaved):", "",
+                  "| seq_len | batch | HOPE tok/s | baseline tok/s | HOPE/baseline (wall) | (CPU time) | HOPE params | "
+                  "baseline params (depth, ff_mult) |", "|---|---|---|---|---|---|---|---|"]
+        for r in results["train"]:
+            h, b = r["hope"], r["baseline"]
+            lines.append(f"| {r['seq_len']} | {r['batch_size']} | {h['tokens_per_s']:.0f} | {b['tokens_per_s']:.0f} | "
+                         f"{r['ratio']:.2f} | {_f(r.get('cpu_ratio'), '{:.2f}')} | {h['params']:,} | "
+                         f"{b['params']:,} ({b['depth']}, {b['ff_mult']}) |")
+    tm = results.get("train_memory")
+    if isinstance(tm, list) and tm:
+        lines += ["", "Training peak memory (fresh process per case; peak RSS, and the rise over the built model "
+                  "during two steps):", "", "| seq_len | HOPE peak MiB | HOPE step rise MiB | baseline peak MiB | "
+                  "baseline step rise MiB |", "|---|---|---|---|---|"]
+        for r in tm:
+            h, b = r["hope"], r["baseline"]
+            lines.append(f"| {r['seq_len']} | {_f(h.get('peak_rss_mib'))} | {_f(h.get('step_peak_rss_mib'))} | "
+                         f"{_f(b.get('peak_rss_mib'))} | {_f(b.get('step_peak_rss_mib'))} |"
+                         + (f" {h.get('error', '')} {b.get('error', '')}" if "error" in h or "error" in b else ""))
+    gen = results.get("generate")
+    if isinstance(gen, dict) and "hope" in gen:
+        lines += ["", "Generation (one single-token forward per byte, carried state; fresh process per model; "
+                  "ms/token over the window since the previous mark):", "",
+                  "| bytes | HOPE ms/token | HOPE state MiB | HOPE peak RSS MiB | baseline ms/token | "
+                  "baseline state MiB | baseline peak RSS MiB |", "|---|---|---|---|---|---|---|"]
+        hr, br = gen["hope"].get("rows", []), gen["baseline"].get("rows", [])
+        for i, mark in enumerate(gen["marks"]):
+            h = hr[i] if i < len(hr) else {}
+            b = br[i] if i < len(br) else {}
+            lines.append(f"| {mark} | {_f(h.get('ms_per_token'), '{:.2f}')} | {_f(h.get('state_mib'), '{:.2f}')} | "
+                         f"{_f(h.get('peak_rss_mib'))} | {_f(b.get('ms_per_token'), '{:.2f}')} | "
+                         f"{_f(b.get('state_mib'), '{:.2f}')} | {_f(b.get('peak_rss_mib'))} |")
+        for name in ("hope", "baseline"):
+            if "error" in gen[name]:
+                lines.append(f"{name}: {gen[name]['error']}")
+    if results.get("op"):
+        r0 = results["op"][0]
+        lines += ["", f"Memory update op: memory_chunked vs per-token memory_reference (B={r0['B']}, memories "
+                  f"H={r0['H']}, T={r0['T']}, d={r0['d']}, hidden={r0['h']}, MLP memory, self-target, eq. 88 "
+                  "preconditioner, momentum; medians of process CPU time):", "",
+                  "| chunk | fwd chunked ms | fwd reference ms | fwd speed-up | fwd+bwd chunked ms | "
+                  "fwd+bwd reference ms | fwd+bwd speed-up |", "|---|---|---|---|---|---|---|"]
+        for r in results["op"]:
+            f, fb = r["fwd"], r["fwd_bwd"]
+            lines.append(f"| {r['chunk']} | {f['chunked_s'] * 1e3:.1f} | {f['reference_s'] * 1e3:.1f} | "
+                         f"{f['speedup']:.1f}x | {fb['chunked_s'] * 1e3:.1f} | {fb['reference_s'] * 1e3:.1f} | "
+                         f"{fb['speedup']:.1f}x |")
+    peer = results.get("peer")
+    if peer:
+        lines += [""]
+        if "skipped" in peer:
+            lines.append(f"Peer: skipped: {peer['skipped']}")
+        else:
+            lines += [f"Peer: forward + backward of the memory layer alone (batch {peer['batch_size']}, T="
+                      f"{peer['seq_len']}, dim {peer['dim']}, {peer['heads']} heads, chunk {peer['chunk']}; "
+                      f"titans-pytorch {peer.get('titans_pytorch_version') or '?'}):", "",
+                      "| implementation | params | tok/s | peak RSS MiB | step rise MiB |", "|---|---|---|---|---|"]
+            for k, label in (("ours", "hope SelfModifyingMemory(self_modifying=False)"),
+                             ("titans_pytorch", "titans_pytorch.NeuralMemory")):
+                mem = peer[k].get("memory", {})
+                lines.append(f"| {label} | {peer[k]['params']:,} | {peer[k]['tokens_per_s']:.0f} | "
+                             f"{_f(mem.get('peak_rss_mib'))} | {_f(mem.get('step_peak_rss_mib'))} |")
+            lines.append(f"\nratio ours/titans-pytorch: {peer['ratio']:.2f} (wall), "
+                         f"{_f(peer.get('cpu_ratio'), '{:.2f}')} (CPU time)")
+    if results.get("targets"):
+        lines += ["", "Targets:", ""]
+        for t in results["targets"]:
+            mark = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
+            value = _f(t["value"], "{:.2f}")
+            lines.append(f"- {t['description']}: {value} -> {mark}" + (f" ({t['note']})" if t["note"] else ""))
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="the < 5 minute suite (fewer repeats, shorter generation)")
+    p.add_argument("--tiny", action="store_true", help="tiny models and sizes: a smoke test of the suite itself")
+    p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="run only these sections")
+    p.add_argument("--config", default=str(ROOT / "configs" / "example.yaml"), help="HOPE config to benchmark")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 = least noise when shared)")
+    p.add_argument("--no-subprocess", action="store_true", help="skip the fresh-process cases (memory, generation)")
+    p.add_argument("--compile", action="store_true", help="torch.compile both models for the training rows")
+    p.add_argument("--out", default=None, help="JSON path (default bench/results/<mode>-<timestamp>.json)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    results = run(mode, config=args.config, sections=tuple(args.only), device=args.device, threads=args.threads,
+                  subprocesses=not args.no_subprocess, compile_model=args.compile,
+                  log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    text = table(results)
+    print(text)
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / \
+        f"{mode}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"\nJSON: {out}")
+    return 0

@@ -1,0 +1,93 @@
+"""Smoke test of the benchmark suite at tiny sizes (`python -m bench --tiny`), so that it cannot rot.
+
+Not a benchmark: nothing here asserts a speed. It runs every section in-process on tiny models (the
+fresh-process cases through their worker functions, and one real subprocess), renders the table and writes the
+JSON. Takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench/` lives at the repository root, not in the package
+from bench import cases, suite  # noqa: E402
+from bench.measure import run_worker, state_bytes  # noqa: E402
+from hope.config import config_to_dict, load_config  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_results() -> dict:
+    return suite.run("tiny", subprocesses=False, log=lambda _msg: None)
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg():
+    return load_config(suite.ROOT / "configs" / "example.yaml", [dict(suite.MODES["tiny"].overrides)])
+
+
+def test_tiny_suite_runs_every_section(tiny_results: dict, tmp_path) -> None:
+    r = tiny_results
+    assert [row["seq_len"] for row in r["train"]] == list(suite.MODES["tiny"].train_seqs)
+    for row in r["train"]:
+        assert row["hope"]["tokens_per_s"] > 0 and row["baseline"]["tokens_per_s"] > 0
+        assert row["ratio"] > 0 and row["hope"]["model_type"] == "hope" and row["baseline"]["model_type"] == "baseline"
+        assert abs(row["baseline"]["params"] - row["hope"]["params"]) <= 0.10 * row["hope"]["params"]
+    assert [row["chunk"] for row in r["op"]] == list(suite.MODES["tiny"].op_chunks)
+    assert all(row[m]["speedup"] > 0 for row in r["op"] for m in ("fwd", "fwd_bwd"))
+    assert "skipped" in r["peer"] or r["peer"]["ratio"] > 0
+    assert r["train_memory"] == {"skipped": "needs subprocesses"} and "skipped" in r["generate"]
+    text = suite.table(r)
+    assert "Training throughput" in text and "Memory update op" in text and "Peer" in text
+    out = tmp_path / "tiny.json"
+    out.write_text(json.dumps(r))  # JSON-ready: no tensors or other objects left in the results
+    assert json.loads(out.read_text())["meta"]["mode"] == "tiny"
+
+
+def test_workers_in_process(tiny_cfg) -> None:
+    """The fresh-process cases, called in this process: training peak memory and a short generation."""
+    cfg = cases.pair(cases.at_seq(tiny_cfg, 32))
+    for name, c in cfg.items():
+        mem = cases.worker_train_memory({"config": config_to_dict(c), "device": "cpu"})
+        assert mem["model_type"] == name and mem["peak_rss_mib"] > 0 and mem["step_peak_rss_mib"] >= 0
+        gen = cases.worker_generate({"config": config_to_dict(c), "device": "cpu", "marks": [4, 12]})
+        assert [row["bytes"] for row in gen["rows"]] == [4, 12]
+        assert all(row["ms_per_token"] > 0 and row["state_mib"] > 0 for row in gen["rows"])
+
+
+def test_generation_state_is_flat_for_hope_and_slides_for_the_baseline(tiny_cfg) -> None:
+    """What the generation rows report: HOPE's carried state has a fixed size; the baseline's KV cache grows to
+    max_len - 1 tokens and then slides (tiny max_len 32, so marks 8 -> 40 cross it)."""
+    sizes = {}
+    for name, c in cases.pair(tiny_cfg).items():
+        gen = cases.worker_generate({"config": config_to_dict(c), "device": "cpu", "marks": [8, 40, 48],
+                                     "prompt_len": 1})
+        sizes[name] = [row["state_mib"] for row in gen["rows"]]
+    assert sizes["hope"][0] == sizes["hope"][1] == sizes["hope"][2]
+    assert sizes["baseline"][0] < sizes["baseline"][1] == sizes["baseline"][2]
+
+
+def test_one_real_subprocess(tiny_cfg) -> None:
+    """`bench.worker` as the suite runs it: a fresh interpreter printing one JSON line."""
+    c = cases.pair(tiny_cfg)["baseline"]
+    out = run_worker({"kind": "generate", "config": config_to_dict(c), "device": "cpu", "marks": [2]}, timeout=120)
+    assert "error" not in out, out
+    assert out["rows"][0]["bytes"] == 2 and out["rows"][0]["peak_rss_mib"] > 0
+
+
+def test_peer_skips_cleanly_without_titans_pytorch(monkeypatch, tiny_cfg) -> None:
+    monkeypatch.setattr(cases, "peer_available", lambda: False)
+    out = cases.peer_case(tiny_cfg, 16, 1, torch.device("cpu"), 1, memory=False)
+    assert out == {"skipped": cases.PEER_MISSING}
+    assert "skipped" in suite.table({"meta": {"mode": "tiny", "machine": suite.machine(torch.device("cpu"), 1)},
+                                     "peer": out})
+
+
+def test_state_bytes_counts_nested_tensors() -> None:
+    state = {"a": torch.zeros(3, dtype=torch.float32), "b": [torch.zeros(2, dtype=torch.float64), None, 5],
+             "c": (torch.zeros(1, dtype=torch.int8),)}
+    assert state_bytes(state) == 3 * 4 + 2 * 8 + 1
