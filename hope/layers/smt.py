@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hope.layers.chunking import state_dtype
-from hope.ops.memory import commit_chunk, decays_per_chunk, memory_apply, read_chunk, write_factors
+from hope.ops.memory import commit_chunk, commit_rows, decays_per_chunk, memory_apply, read_chunk, write_factors
 
 ETA_MAX = 0.5  # bound on the inner lr: with unit keys and the eq.-88 preconditioner the erase term is doubled (gap 4)
 SURPRISE_CLIP = 3.0  # normalised surprise is clipped to +-3 standard deviations
@@ -143,7 +143,7 @@ class SelfModifyingMemory(nn.Module):
                     (w1m, w2m), k, v = w, streams[0][n].unsqueeze(0), streams[1][n].unsqueeze(0)
                 # All boxes' gradient factors at the chunk-start state, and the error e = M(k) - v_hat of each box;
                 # the memory box's squared error is the momentary surprise (no second pass over the memory).
-                factors, e = write_factors(w, k, v, kind="mlp", self_target=self.self_modifying, precondition=True)
+                factors, e, _ = write_factors(w, k, v, kind="mlp", self_target=self.self_modifying, precondition=True)
                 err = e[0].pow(2).sum(-1)  # (B, H, c)
                 surprise = ((err - err_mean[..., None]) / (err_var[..., None] + 1e-6).sqrt()).clamp(-SURPRISE_CLIP, SURPRISE_CLIP)
                 b_n = gates[1][n] if self.momentum else bound
@@ -158,7 +158,7 @@ class SelfModifyingMemory(nn.Module):
                     outs.append(o[0])  # (B, H, c, d)
                 surprises.append(surprise.mean(1))  # (B, c)
                 if (n + 1) * chunk <= n_commit:
-                    w, mom = commit_chunk(w, mom, factors, d_n, eta, chunk - 1)
+                    w, mom = commit_chunk(w, mom, factors, commit_rows(d_n, eta, chunk - 1))
                     m = err.mean(-1)  # (B, H)
                     err_var = self.error_decay * err_var + (1 - self.error_decay) * (m - err_mean).pow(2)
                     err_mean = self.error_decay * err_mean + (1 - self.error_decay) * m

@@ -259,21 +259,28 @@ Factors = tuple[tuple[Tensor, Tensor], ...]  # per weight (l, r) with G_s = l_s 
 
 
 def write_factors(
-    weights: Weights, k: Tensor, v: Tensor, *, kind: Kind, self_target: bool, precondition: bool
-) -> tuple[Factors, Tensor]:
+    weights: Weights, k: Tensor, v: Tensor, *, kind: Kind, self_target: bool, precondition: bool,
+    q: Tensor | None = None,
+) -> tuple[Factors, Tensor, Tensor | None]:
     """Rank-1 factors of every token's write gradient at the chunk-start state ``weights``, and the error.
 
-    ``k, v (..., C, d)`` (broadcast against the weights' leading dims). Returns ``(factors, e)`` with
-    ``e = M_c(k) - target`` ``(..., C, d)``, the associative error whose squared norm is the momentary surprise.
+    ``k, v (..., C, d)`` (broadcast against the weights' leading dims). Returns ``(factors, e, qw)`` with
+    ``e = M_c(k) - target`` ``(..., C, d)``, the associative error whose squared norm is the momentary surprise,
+    and, when ``q (..., C, d)`` is given, ``qw`` = the first weight at ``W_c`` applied to q (``W2_c q`` for the
+    MLP, ``W_c q`` for the linear map): the reads need it, and it rides in the same matmul as k and v.
     """
     C = k.shape[-2]
-    x = torch.cat([v, k], dim=-2) if self_target else k  # (..., 2C or C, d): one first-layer matmul for both
+    rows = ([v] if self_target else []) + [k] + ([q] if q is not None else [])
+    x = torch.cat(rows, dim=-2) if len(rows) > 1 else k  # (..., (1|2|3) C, d): one first-layer matmul for all
+    n_kv = (2 if self_target else 1) * C  # rows [v;] k
     if kind == "mlp":
         w1, w2 = weights  # (..., d, h), (..., h, d)
-        z = x @ w2.mT  # (..., 2C or C, h)
+        zx = x @ w2.mT  # (..., rows, h)
+        z, qw = (zx, None) if q is None else zx.split([n_kv, C], dim=-2)
         a = F.silu(z)
+        xkv = x if q is None else x[..., :n_kv, :]
         if self_target:
-            m = x + a @ w1.mT  # (..., 2C, d) M_c([v; k])
+            m = xkv + a @ w1.mT  # (..., 2C, d) M_c([v; k])
             m_v, m_k = m.split(C, dim=-2)
             e = m_k - m_v  # target v_hat = M_c(v), a constant for the inner gradient
             zk, ak = z[..., C:, :], a[..., C:, :]
@@ -283,64 +290,90 @@ def write_factors(
         u = (e @ w1) * silu_grad(zk, ak)  # (..., C, h) error backpropagated to the hidden pre-activation
         if precondition:
             u = u + zk  # (W2_c k_t) k_t^T shares the right factor k_t (eq. 88)
-        return ((e, ak), (u, k)), e  # gW1_t = e_t ak_t^T, gW2_t = u_t k_t^T
+        return ((e, ak), (u, k)), e, qw  # gW1_t = e_t ak_t^T, gW2_t = u_t k_t^T
     if kind == "linear":
         (w,) = weights  # (..., d, d)
-        mx = x @ w.mT
+        mxq = x @ w.mT
+        mx, qw = (mxq, None) if q is None else mxq.split([n_kv, C], dim=-2)
         mk = mx[..., C:, :] if self_target else mx  # (..., C, d) W_c k_t
         e = mk - (mx[..., :C, :] if self_target else v)
         left = e + mk if precondition else e  # G_t = (e_t + W_c k_t) k_t^T with the eq. 88 term
-        return ((left, k),), e
+        return ((left, k),), e, qw
     raise ValueError(f"unknown memory kind {kind!r}; expected one of {sorted(_NUM_WEIGHTS)}")
 
 
-def commit_chunk(
-    weights: Weights, momentum: Weights | None, factors: Factors, d: ChunkDecays, eta: Tensor, end: int
-) -> tuple[Weights, Weights | None]:
-    """State after token ``end`` of a chunk: ``sum_s c[end, s] l_s r_s^T = L^T diag(c[end]) R``.
+@dataclass
+class CommitRows:
+    """What commits one chunk (its state after token ``end``): ``coef[end, :]``, ``mom_coef[end, :]`` (..., C)
+    and the scalars ``decay[end]``, ``carry[end]``, ``mom_decay[end]`` shaped (..., 1, 1)."""
 
-    ``d``: this chunk's decays (no N axis); ``eta (..., C)`` its inner learning rates. With momentum the W and S
-    updates share their right factor, so both are one matmul: ``[L diag(c), L diag(c_s)]^T R``; the decays are
-    folded in with ``addcmul`` (one pass over the state instead of two).
-    """
+    coef: Tensor
+    decay: Tensor
+    mom_coef: Tensor | None = None
+    carry: Tensor | None = None
+    mom_decay: Tensor | None = None
+
+
+def commit_rows(d: ChunkDecays, eta: Tensor, end: int) -> CommitRows:
+    """:class:`CommitRows` of a chunk from its decays (no N axis or with one) and inner learning rates eta."""
     neg = -eta
-    c = (d.keep[..., end, :] * neg).unsqueeze(-1)  # (..., C, 1) coef[end, s]
-    a = d.decay[..., end, None, None]  # (..., 1, 1)
+    rows = CommitRows(d.keep[..., end, :] * neg, d.decay[..., end, None, None])
+    if d.keep_s is not None:
+        rows.mom_coef = d.keep_s[..., end, :] * neg
+        rows.carry, rows.mom_decay = d.carry[..., end, None, None], d.mom_decay[..., end, None, None]
+    return rows
+
+
+def commit_chunk(weights: Weights, momentum: Weights | None, factors: Factors, rows: CommitRows
+                 ) -> tuple[Weights, Weights | None]:
+    """State after a chunk: ``sum_s c[end, s] l_s r_s^T = L^T diag(c[end]) R`` per weight, plus the decays.
+
+    The decays are added in place to the fresh matmul outputs with ``addcmul_`` (one pass over the state, no
+    further allocation).
+    """
+    c = rows.coef.unsqueeze(-1)  # (..., C, 1)
     if momentum is None:
-        return tuple(torch.addcmul((l * c).mT @ r, a, w) for w, (l, r) in zip(weights, factors)), None
-    cs = (d.keep_s[..., end, :] * neg).unsqueeze(-1)  # (..., C, 1) mom_coef[end, s]
-    m, b = d.carry[..., end, None, None], d.mom_decay[..., end, None, None]
+        return tuple(((l * c).mT @ r).addcmul_(rows.decay, w) for w, (l, r) in zip(weights, factors)), None
+    cs = rows.mom_coef.unsqueeze(-1)
     new_w, new_s = [], []
     for w, s, (l, r) in zip(weights, momentum, factors):
-        uw, us = (torch.cat([l * c, l * cs], dim=-1).mT @ r).split(l.shape[-1], dim=-2)  # 2 x (..., out, in)
-        new_w.append(torch.addcmul(torch.addcmul(uw, m, s), a, w))  # a W + m S + update
-        new_s.append(torch.addcmul(us, b, s))  # b S + update
+        new_w.append(((l * c).mT @ r).addcmul_(rows.carry, s).addcmul_(rows.decay, w))  # a W + m S + update
+        new_s.append(((l * cs).mT @ r).addcmul_(rows.mom_decay, s))  # b S + update
     return tuple(new_w), tuple(new_s)
 
 
 def read_chunk(
     weights: Weights, momentum: Weights | None, q: Tensor, factors: Factors, decay: Tensor, carry: Tensor | None,
-    coef: Tensor, kind: Kind,
+    coef: Tensor, kind: Kind, *, qw: Tensor | None = None, qr: Tensor | None = None,
 ) -> Tensor:
     """``M_t(q_t)`` for every token t of one chunk, without forming any ``W_t``.
 
     ``weights``/``momentum``: the chunk-start state; ``q (..., C, d)``; ``decay``/``carry (..., C)`` and
     ``coef (..., C, C)`` of this chunk. ``W_t x_t = decay_t W_c x_t + carry_t S_c x_t + sum_s coef[t, s] (r_s . x_t) l_s``.
-    Done inside the chunk loop, while the state is still in cache (a batched read of all chunks after the loop
-    needs the chunk-start states stacked, which costs more than it saves).
+    Optional precomputed pieces of the first weight's read: ``qw = W_c q`` (from :func:`write_factors`) and
+    ``qr = coef * (q r^T)``. Done inside the chunk loop, while the state is still in cache (a batched read of all
+    chunks after the loop needs the chunk-start states stacked, which costs more than it saves).
     """
     decay = decay.unsqueeze(-1)  # (..., C, 1)
     carry = None if momentum is None else carry.unsqueeze(-1)
 
-    def apply(i: int, x: Tensor) -> Tensor:  # W_t x_t for weight i, x (..., C, in)
+    def apply(i: int, x: Tensor, xw: Tensor | None = None, xr: Tensor | None = None) -> Tensor:  # W_t x_t, weight i
         l, r = factors[i]
-        out = decay * (x @ weights[i].mT) + (coef * (x @ r.mT)) @ l  # (..., C, out)
+        xw = x @ weights[i].mT if xw is None else xw
+        xr = coef * (x @ r.mT) if xr is None else xr
+        out = decay * xw + xr @ l  # (..., C, out)
         return out if momentum is None else out + carry * (x @ momentum[i].mT)
 
     if kind == "linear":
-        return apply(0, q)
-    aq = F.silu(apply(1, q))  # (..., C, h) silu(W2_t q_t)
+        return apply(0, q, qw, qr)
+    aq = F.silu(apply(1, q, qw, qr))  # (..., C, h) silu(W2_t q_t)
     return q + apply(0, aq)  # q_t + W1_t aq_t
+
+
+def _chunk_groups(T: int, C: int) -> list[tuple[int, int, int]]:
+    """(start, n_chunks, chunk_len): the complete chunks as one group, a last partial chunk as another."""
+    n_full, rest = divmod(T, C)
+    return [g for g in ((0, n_full, C), (n_full * C, 1, rest)) if g[1] and g[2]]
 
 
 def memory_chunked(
@@ -360,20 +393,39 @@ def memory_chunked(
 ) -> tuple[Tensor | None, Weights, Weights | None]:
     """Same contract and result as :func:`memory_reference`, looping over chunks only.
 
-    Per chunk: the rank-1 gradient factors at ``W_c`` (one batched pass), the reads, and the commit (see the
-    section comment above). A last partial chunk is committed at its last token.
+    Everything that does not depend on the state (decays, coefficients, ``q k^T``, the commit rows) is built for
+    all chunks at once before the loop; per chunk remain the rank-1 gradient factors at ``W_c`` (one batched
+    pass, q riding along), the reads and the commit (see the section comment above). A last partial chunk is
+    committed at its last token.
     """
     _check_inputs(weights, momentum, k, v, q, (eta, alpha, beta), chunk_size, kind)
-    C = chunk_size
-    decays = decays_per_chunk(alpha, None if momentum is None else beta, C)
+    B, H, T, d = k.shape
+    steps = []  # per chunk: k, v, q, eta, decay, carry, coef, qr, commit rows
+    for start, n, c in _chunk_groups(T, chunk_size):
+        def cut(x: Tensor) -> Tensor:  # (B, H, T, *) -> (B, H, n, c, *)
+            return x.narrow(2, start, n * c).reshape(B, H, n, c, *x.shape[3:])
+
+        dec = chunk_decays(cut(alpha), None if momentum is None else cut(beta))
+        eta_g = cut(eta)  # (B, H, n, c)
+        coef = dec.keep * -eta_g.unsqueeze(-2)  # (B, H, n, c, c)
+        rows = commit_rows(dec, eta_g, c - 1)  # (B, H, n, c) / (B, H, n, 1, 1)
+        k_g, v_g = cut(k), cut(v)
+        qr = None
+        if q is not None:
+            q_g = cut(q)
+            qr = coef * (q_g @ k_g.mT)  # the first weight's r is k for both kinds
+        per_chunk = [k_g, v_g, q_g if q is not None else None, eta_g, dec.decay, dec.carry, coef, qr,
+                     rows.coef, rows.decay, rows.mom_coef, rows.carry, rows.mom_decay]
+        split = [[None] * n if x is None else list(x.unbind(2)) for x in per_chunk]
+        for parts in zip(*split):
+            steps.append((*parts[:8], CommitRows(*parts[8:])))
     w, s = tuple(weights), None if momentum is None else tuple(momentum)
     outputs = []
-    qs = q.split(C, dim=2) if q is not None else [None] * len(decays)
-    for k_n, v_n, q_n, eta_n, d_n in zip(k.split(C, dim=2), v.split(C, dim=2), qs, eta.split(C, dim=2), decays):
-        factors, _ = write_factors(w, k_n, v_n, kind=kind, self_target=self_target, precondition=precondition)
+    for k_n, v_n, q_n, eta_n, decay, carry, coef, qr, rows in steps:
+        factors, _, qw = write_factors(w, k_n, v_n, kind=kind, self_target=self_target, precondition=precondition,
+                                       q=q_n)
         if q_n is not None:
-            coef = d_n.keep * -eta_n.unsqueeze(-2)  # (B, H, c, c)
-            outputs.append(read_chunk(w, s, q_n, factors, d_n.decay, d_n.carry, coef, kind))
-        w, s = commit_chunk(w, s, factors, d_n, eta_n, k_n.shape[2] - 1)
+            outputs.append(read_chunk(w, s, q_n, factors, decay, carry, coef, kind, qw=qw, qr=qr))
+        w, s = commit_chunk(w, s, factors, rows)
     o = torch.cat(outputs, dim=2) if q is not None else None  # (B, H, T, d)
     return o, w, s
