@@ -85,15 +85,14 @@ def train_case(hope_cfg: Config, seq_len: int, reps: int, device: torch.device, 
 
 
 def worker_train_memory(spec: dict[str, Any]) -> dict[str, Any]:
-    """Peak memory of two training steps (the second with AdamW's state allocated), in a fresh process."""
+    """Peak memory of a training step (forward, backward, AdamW step), in a fresh process."""
     cfg, device = config_from_dict(spec["config"]), torch.device(spec["device"])
     step, model = make_train_step(cfg, device)
     gc.collect()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     before = peak_rss_mib()
-    step()
-    step()
+    step()  # one step: AdamW's state (2 x params, small next to the activations) is allocated in it
     sync(device)
     out = {"model_type": cfg.model_type, "seq_len": cfg.seq_len, "peak_rss_mib": peak_rss_mib(),
            "step_peak_rss_mib": peak_rss_mib() - before}
@@ -188,13 +187,17 @@ def _op_call(fn, inp: dict[str, Any], chunk: int, backward: bool):
             (o.square().sum() + sum(x.square().sum() for x in (*w, *s))).backward()
 
 
-def op_case(shape: dict[str, int], chunks: list[int], reps: int, device: torch.device) -> list[dict[str, Any]]:
-    """`memory_chunked` against the per-token `memory_reference`, forward only and forward + backward."""
+def op_case(shape: dict[str, int], chunks: list[int], reps: int, device: torch.device,
+            bwd_chunks: list[int] | None = None) -> list[dict[str, Any]]:
+    """`memory_chunked` against the per-token `memory_reference`, forward only (`no_grad`) at every chunk size
+    and forward + backward at `bwd_chunks` (default all)."""
     inp = op_inputs(**shape, device=device)
     rows = []
     for chunk in chunks:
         row: dict[str, Any] = {"chunk": chunk, **shape}
         for mode, backward in (("fwd", False), ("fwd_bwd", True)):
+            if backward and bwd_chunks is not None and chunk not in bwd_chunks:
+                continue
             t = interleaved({name: (lambda fn=fn: _op_call(fn, inp, chunk, backward))
                              for name, fn in (("chunked", memory_chunked), ("reference", memory_reference))},
                             reps, device)
@@ -263,15 +266,19 @@ def peer_case(cfg: Config, seq_len: int, reps: int, device: torch.device, thread
     """Forward + backward tokens/s (interleaved) and peak memory (subprocesses) of the two memories."""
     if not peer_available():
         return {"skipped": PEER_MISSING}
-    import titans_pytorch
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        peer_version = version("titans-pytorch")
+    except PackageNotFoundError:
+        peer_version = None
     modules = {k: m.to(device) for k, m in peer_modules(cfg).items()}
     x = torch.randn(cfg.batch_size, seq_len, cfg.dim, generator=torch.Generator().manual_seed(0)).to(device)
     times = interleaved({k: _peer_step(k, m, x) for k, m in modules.items()}, reps, device)
     tokens = cfg.batch_size * seq_len
     out: dict[str, Any] = {"seq_len": seq_len, "batch_size": cfg.batch_size, "dim": cfg.dim, "heads": cfg.num_heads,
                            "chunk": cfg.update_frequencies.mem_write,
-                           "titans_pytorch_version": getattr(titans_pytorch, "__version__", None)}
+                           "titans_pytorch_version": peer_version}
     for k, m in modules.items():
         key = "cpu_s" if "cpu_s" in times[k] else "wall_s"
         out[k] = {"params": sum(p.numel() for p in m.parameters()), "tokens_per_s": tokens / times[k]["wall_s"],
