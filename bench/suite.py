@@ -174,7 +174,7 @@ def table(results: dict[str, Any]) -> str:
     meta = results["meta"]
     m = meta["machine"]
     lines.append(f"mode {meta['mode']}, {m['device']}, {m['cpu_count']} CPUs, {m['torch_threads']} torch thread(s), "
-                 f"torch {m['torch']}, {m['cpu_capability']}; load average {m.get('load_average_1m', '-')} at start; "
+                 f"torch {m['torch']}, {m['cpu_capability']}; load average {_f(m.get('load_average_1m'), '{:.1f}')} at start; "
                  f"{meta.get('elapsed_s', 0):.0f} s")
     if results.get("train"):
         lines += ["", "Training throughput (forward + backward + AdamW step; medians, interleaved):", "",
