@@ -18,7 +18,7 @@ import torch
 
 from bench import cases
 from bench.measure import ROOT
-from hope.config import Config, load_config
+from hope.config import load_config
 
 SECTIONS = ("train", "train_memory", "generate", "op", "peer")
 

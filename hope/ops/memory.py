@@ -31,7 +31,7 @@ Everything also runs under ``torch.no_grad()``, since the inner gradient is writ
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
