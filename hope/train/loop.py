@@ -258,7 +258,9 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | P
     model = (model if model is not None else build_model(cfg)).to(device)
     main_named, slow_named = split_slow_params(model, cfg)
     main_params, slow_params = [p for _, p in main_named], [p for _, p in slow_named]
-    opt_args = dict(lr=cfg.lr, base_momentum=cfg.base_momentum, weight_decay=cfg.weight_decay, beta2=cfg.beta2)
+    # M3's slow momentum period is the slow level's period: one name per concept (update_frequencies.optimizer_step)
+    opt_args = dict(lr=cfg.lr, base_momentum=cfg.base_momentum, weight_decay=cfg.weight_decay, beta2=cfg.beta2,
+                    m3_frequency=cfg.update_frequencies.optimizer_step)
     optimizer = build_optimizer(main_named, cfg.optimizer_type, **opt_args)
     slow_optimizer = build_optimizer(slow_named, cfg.optimizer_type, **opt_args) if slow_named else None
     slow_period = cfg.update_frequencies.optimizer_step
