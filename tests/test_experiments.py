@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import save_tiny_gpt2
 import torch
 
 from hope.checkpoint import load_checkpoint
@@ -51,24 +52,8 @@ def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    transformers = pytest.importorskip("transformers")
-    tokenizers = pytest.importorskip("tokenizers")
-    from tokenizers import decoders, models, pre_tokenizers, trainers
-
-    tok = tokenizers.Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(LINES, trainer)
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
-                                                     eos_token="<|endoftext|>")
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64, vocab_size=len(tokenizer),
-                                     bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     out = tmp_path_factory.mktemp("tiny_gpt2")
-    tokenizer.save_pretrained(out)
-    transformers.GPT2LMHeadModel(config).save_pretrained(out)
+    save_tiny_gpt2(out, LINES, n_layer=1)
     return out
 
 
