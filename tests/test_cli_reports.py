@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from hope.cli import continual, eval_binned, eval_long, plot_reports, run_experiment, track_long
 from hope.data.corpus import synthetic_corpus
@@ -20,15 +19,6 @@ TINY_FLAGS = ["--seq_len", "32", "--batch_size", "2", "--steps", "2", "--device"
               "--set", "attn_window=16", "--set", "memory_capacity=8", "--set", "top_k=2",
               "--set", "eval_batches=1", "--set", "warmup_steps=1"]
 COMMANDS = [run_experiment, eval_long, track_long, eval_binned, continual, plot_reports]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded, above all on a shared, busy machine; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -19,15 +19,6 @@ TINY_FLAGS = ["--seq_len", "32", "--batch_size", "2", "--device", "cpu",
               "--set", "eval_batches=1", "--set", "warmup_steps=1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded, above all on a shared, busy machine; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("data") / "text.txt"

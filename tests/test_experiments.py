@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from conftest import save_tiny_gpt2
-import torch
 
 from hope.checkpoint import load_checkpoint
 from hope.cli import run_experiment
@@ -26,15 +25,6 @@ TINY_FLAGS = ["--seq_len", "32", "--batch_size", "2", "--steps", "2", "--device"
 SPLIT_KEYS = {"loss", "ppl", "bpb", "accuracy", "top5_acc", "top10_acc"}
 LINES = ["To be, or not to be, that is the question:", "Whether 'tis nobler in the mind to suffer",
          "The slings and arrows of outrageous fortune,", "Or to take arms against a sea of troubles"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded, above all on a shared, busy machine; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -17,15 +17,6 @@ TOL = dict(rtol=1e-10, atol=1e-10)
 KINDS = ("mlp", "linear")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tensors here are tiny: intra-op threads only add overhead, and stall when the CPUs are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _make(
     kind: str, *, B: int = 2, H: int = 2, T: int = 13, d: int = 6, h: int = 8, momentum: bool = True,
     seed: int = 0, dtype: torch.dtype = DT, edge_gates: bool = True,

@@ -18,15 +18,6 @@ from hope.train.meta import (GAIN_KEYS, META_PARAM_SUFFIXES, MetaLearner, adapta
                              meta_parameters, sample_meta_pairs)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors on a shared 2-core box: intra-op threads only add synchronisation."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_config(**meta: object) -> Config:
     meta_kw = dict(use=True, inner_steps=1, outer_steps=1, outer_frequency=1, lr=1e-2, support_len=16, query_len=16)
     meta_kw.update(meta)

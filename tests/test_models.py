@@ -30,16 +30,6 @@ SEQ_LEN = 32
 LONG = 75  # > seq_len (streaming segments) and not a multiple of any chunk size
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tensors are tiny: intra-op threads only add synchronisation, which on a shared 2-core box costs
-    seconds per forward. Restored afterwards so other tests keep their setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ----------------------------------------------------------------------------------------------- helpers
 
 

@@ -25,16 +25,6 @@ CASES = [("adamw", 1e-2, "paper"), ("sgd", 5e-2, "paper"), ("muon", 1e-2, "paper
 CASE_IDS = ["adamw", "sgd", "muon", "m3-paper", "m3-ema"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add synchronisation, which on a shared 2-core box costs
-    seconds per test. Restored afterwards so other tests keep their setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _mlp() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 1))

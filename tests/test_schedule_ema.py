@@ -16,16 +16,6 @@ from hope.train.schedule import lr_at, ramp
 BASE, MIN, WARMUP, TOTAL = 1e-3, 1e-4, 10, 110
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add synchronisation, which on a shared 2-core box costs
-    seconds per test. Restored afterwards so other tests keep their setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_lr_warmup_values() -> None:
     assert lr_at(0, BASE, WARMUP, TOTAL, MIN) == BASE / WARMUP  # step 0 already trains
     assert lr_at(4, BASE, WARMUP, TOTAL, MIN) == pytest.approx(BASE * 5 / WARMUP)
