@@ -14,6 +14,8 @@ from hope.report.writers import (
     compute_forgetting,
     continual_report_md,
     experiment_report_md,
+    mean_spread,
+    seeds_table_md,
     write_csv,
     write_json,
     write_text,
@@ -178,6 +180,26 @@ def test_compute_forgetting_on_a_hand_computed_matrix() -> None:
     assert (forgetting, bwt) == (pytest.approx(-0.5), pytest.approx(-0.5))
     with pytest.raises(ValueError, match="at least 2"):
         compute_forgetting([[1.0, 2.0]])
+
+
+def test_mean_spread_and_seeds_table_on_known_values() -> None:
+    assert mean_spread([2.0, 4.0, 9.0]) == (pytest.approx(5.0), pytest.approx(math.sqrt(13.0)))  # (9+1+16)/2
+    assert mean_spread([1.5]) == (1.5, 0.0)
+    with pytest.raises(ValueError, match="at least one"):
+        mean_spread([])
+
+    def run(loss: float, tok_s: float) -> dict:
+        return {"final": True, "tokens_per_s": tok_s,
+                "val": {"loss": loss, "bpb": loss / math.log(2), "accuracy": 0.5, "top5_acc": 0.8, "top10_acc": 0.9}}
+
+    table = seeds_table_md({"HOPE": [run(1.7, 500.0), run(1.8, 700.0)], "baseline": [run(1.6, 2000.0)]})
+    lines = table.splitlines()
+    assert lines[0].startswith("| model | seeds | val loss |") and len(lines) == 4
+    assert lines[2].startswith("| HOPE | 2 | 1.7500 ± 0.0707 | 2.5247 ± 0.1020 | 50.00% ± 0.00% |")
+    assert lines[2].endswith("| 600 ± 141 |")
+    assert lines[3].startswith("| baseline | 1 | 1.6000 ± 0.0000 |")
+    with pytest.raises(ValueError, match="no runs"):
+        seeds_table_md({"HOPE": []})
 
 
 def test_experiment_report_names_the_better_model() -> None:

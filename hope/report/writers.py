@@ -30,6 +30,8 @@ __all__ = [
     "compute_forgetting",
     "experiment_report_md",
     "continual_report_md",
+    "mean_spread",
+    "seeds_table_md",
 ]
 
 
@@ -138,9 +140,52 @@ def compute_forgetting(loss_matrix: Sequence[Sequence[float]]) -> tuple[float, f
     return sum(forgetting) / len(forgetting), sum(transfer) / len(transfer)
 
 
+def mean_spread(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1 in the denominator; 0.0 for a single value)."""
+    xs = [float(v) for v in values]
+    if not xs:
+        raise ValueError("mean_spread needs at least one value")
+    mean = sum(xs) / len(xs)
+    if len(xs) == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+
+
 # --------------------------------------------------------------------------------------------------
 # markdown reports
 # --------------------------------------------------------------------------------------------------
+
+# (column, key in the final record's "val", number format) of the seeds table.
+_SEED_COLUMNS = (
+    ("val loss", "loss", "{:.4f}"),
+    ("val bpb", "bpb", "{:.4f}"),
+    ("top-1", "accuracy", "pct"),
+    ("top-5", "top5_acc", "pct"),
+    ("top-10", "top10_acc", "pct"),
+)
+
+
+def seeds_table_md(groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """A markdown table, one row per group (a model or variant), of mean ± sample std over the group's runs.
+
+    Each run is the final record that ``hope-train`` appends to its ``metrics.jsonl``
+    (``{"final": true, "val": {...}, "tokens_per_s": ...}``). Spread is the sample standard deviation across
+    seeds, so with 3 seeds a difference of about 2 spreads is the least worth reading.
+    """
+    header = ["model", "seeds"] + [c[0] for c in _SEED_COLUMNS] + ["train tokens/s"]
+    rows = []
+    for name, runs in groups.items():
+        if not runs:
+            raise ValueError(f"group {name!r} has no runs")
+        cells = [name, str(len(runs))]
+        for _, key, fmt in _SEED_COLUMNS:
+            mean, std = mean_spread([run["val"][key] for run in runs])
+            cells.append(f"{_fmt(mean, fmt)} ± {_fmt(std, fmt)}")
+        mean, std = mean_spread([run["tokens_per_s"] for run in runs])
+        cells.append(f"{mean:.0f} ± {std:.0f}")
+        rows.append(cells)
+    return "\n".join(_md_table(header, rows)) + "\n"
+
 
 # Config keys worth showing first in the experiment report, in this order; the rest of the config follows.
 _KEY_CONFIG = (
