@@ -74,16 +74,27 @@ def checkpoint_config(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> 
         raise CheckpointError(f"{path}: stored config is invalid: {exc}") from None
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True):
+# Config keys that size only the carried state, not any parameter: a trained model can be evaluated with other values.
+STATE_SIZE_KEYS = ("memory_capacity",)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True,
+               state_sizes: dict[str, int] | None = None):
     """Checkpoint -> (model in eval mode on `device`, its Config, the raw checkpoint dict).
 
     Uses the EMA weights when the checkpoint has them (they are what evaluation is meant to see), and sets the
     `surprise_scale`/`mem_write` schedules to their values at the checkpoint's step, as training evaluated it.
+    `state_sizes` replaces keys of STATE_SIZE_KEYS (e.g. a larger episodic bank than the model trained with).
     """
     from hope.models import build_model  # models sit below checkpoint users, not below this module's import
 
     ckpt = load_checkpoint(path)
     cfg = checkpoint_config(ckpt, path)
+    if state_sizes:
+        unknown = sorted(set(state_sizes) - set(STATE_SIZE_KEYS))
+        if unknown:
+            raise CheckpointError(f"only {', '.join(STATE_SIZE_KEYS)} can change after training, not {', '.join(unknown)}")
+        cfg = config_from_dict({**config_to_dict(cfg), **state_sizes})
     model = build_model(cfg)
     try:
         model.load_state_dict(ckpt["model"])
@@ -111,5 +122,5 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return inner.state_dict()
 
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "checkpoint_config", "load_model", "model_state",
+__all__ = ["CheckpointError", "STATE_SIZE_KEYS", "save_checkpoint", "load_checkpoint", "checkpoint_config", "load_model", "model_state",
            "config_to_dict"]

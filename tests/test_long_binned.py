@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hope.checkpoint import load_model, save_checkpoint
+from hope.checkpoint import CheckpointError, load_model, save_checkpoint
 from hope.cli import eval_binned, eval_long, track_long
 from hope.config import config_to_dict, load_config
 from hope.data.corpus import load_corpus, synthetic_corpus
@@ -81,6 +81,34 @@ def test_recall_prob_equals_direct_computation_past_max_len(ckpts, model_type, m
     assert result["recall_prob"] == pytest.approx(expected, rel=1e-4)
     assert result["chance"] == chance_level() == pytest.approx(0.01)
     assert result["trials"] == 1 and result["gap"] == gap
+
+
+def test_a_larger_bank_changes_nothing_until_the_small_one_evicts(tmp_path, data_file, capsys) -> None:
+    cfg = load_config(None, [dict(TINY, data=str(data_file))])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    for block in model.blocks:  # the bank's output starts at zero; give it a voice so reads show in the logits
+        torch.nn.init.normal_(block.bank.out.weight, std=0.5)
+    path = save_checkpoint(tmp_path / "hope.pt", {"model_type": "hope", "config": config_to_dict(cfg),
+                                                  "model": model.state_dict(), "step": 0})
+    small, _, _ = load_model(path)
+    big, big_cfg, _ = load_model(path, state_sizes={"memory_capacity": 64})
+    assert big_cfg.memory_capacity == 64
+    tokens = load_corpus(str(data_file)).val[None, :320].long()
+    with torch.no_grad():
+        # 32 bytes = 4 chunks of 8 = 4 writes: the 8-slot bank is not full yet, so both read the same slots
+        # (equal up to float rounding: the score matmuls have different widths).
+        torch.testing.assert_close(small(tokens[:, :32])[0], big(tokens[:, :32])[0], rtol=1e-5, atol=1e-6)
+        # 320 bytes = 40 writes: the small bank has evicted, the large one has not.
+        out_small, _, state_small = small(tokens)
+        out_big, _, state_big = big(tokens)
+    assert state_big["layers"][0]["bank"]["keys"].shape[1] == 64
+    assert (out_small[:, 64:] - out_big[:, 64:]).abs().max() > 1e-3
+    with pytest.raises(CheckpointError, match="only memory_capacity"):
+        load_model(path, state_sizes={"dim": 64})
+    rc = eval_long.main(["--ckpt", str(path), "--gap", "100", "--trials", "2", "--device", "cpu",
+                         "--memory_capacity", "64"])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["gap"] == 100
 
 
 def test_batched_episodes_equal_one_at_a_time(ckpts) -> None:

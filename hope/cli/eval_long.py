@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", help="filler text (default: the checkpoint's data, else the synthetic corpus)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--batch_size", type=int, default=16, help="episodes per forward pass")
+    parser.add_argument("--memory_capacity", type=int,
+                        help="evaluate HOPE with this many episodic-bank slots per layer (default: as trained)")
     return parser
 
 
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(line, file=sys.stderr)
 
         (row,) = track_long([args.ckpt], [args.gap], args.trials, args.seed, args.data, args.device,
-                            args.batch_size, log=notes_only)
+                            args.batch_size, log=notes_only, memory_capacity=args.memory_capacity)
         print(json.dumps({k: row[k] for k in ("recall_prob", "chance", "trials", "gap", "model_type")}))
         return 0
 

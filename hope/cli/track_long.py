@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", help="filler text (default: each checkpoint's data, else the synthetic corpus)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--batch_size", type=int, default=16, help="episodes per forward pass")
+    parser.add_argument("--memory_capacity", type=int,
+                        help="evaluate HOPE with this many episodic-bank slots per layer (default: as trained)")
     parser.add_argument("--out", default="reports/long_context.csv", help="CSV to write")
     return parser
 
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
         gaps = parse_gaps(args.gaps)
         rows = track_long(split_paths(args.ckpt), gaps, args.trials, args.seed, args.data, args.device,
-                          args.batch_size)
+                          args.batch_size, memory_capacity=args.memory_capacity)
         path = write_csv(args.out, rows, COLUMNS)
         print(f"wrote {path}")
         return 0

@@ -160,11 +160,13 @@ def window_note(cfg: Config, gap: int) -> str | None:
 
 def track_long(checkpoints: list[str], gaps: list[int], trials: int = 64, seed: int = 0, data: str | None = None,
                device: str = "auto", batch_size: int = 16, amp: bool = False, amp_dtype: str = "bf16",
-               log: Callable[[str], None] = print) -> list[dict]:
+               log: Callable[[str], None] = print, memory_capacity: int | None = None) -> list[dict]:
     """Rows {gap, recall_prob, chance, trials, model_type, checkpoint} for every checkpoint and gap.
 
     The filler is the validation split of `data`, else of each checkpoint's training data, else the synthetic
     corpus; the same seed gives every checkpoint the same episodes when they share the filler.
+    `memory_capacity` evaluates HOPE with another episodic-bank size than it trained with (the bank's size is
+    state, not parameters): it tells eviction apart from forgetting when recall drops with the gap.
     """
     from hope.checkpoint import load_model
     from hope.runtime import resolve_device
@@ -172,7 +174,8 @@ def track_long(checkpoints: list[str], gaps: list[int], trials: int = 64, seed: 
     dev = resolve_device(device)
     rows = []
     for path in checkpoints:
-        model, cfg, _ = load_model(path, dev)
+        sizes = {"memory_capacity": memory_capacity} if memory_capacity is not None else None
+        model, cfg, _ = load_model(path, dev, state_sizes=sizes)
         filler = checkpoint_filler(cfg, data)
         for gap in gaps:
             note = window_note(cfg, gap)
