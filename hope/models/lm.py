@@ -96,7 +96,7 @@ class LanguageModel(nn.Module):
 
         The incomplete chunk left by the previous call (`task_tail`) is replayed from the state committed at its
         start, so each chunk's task loss is always computed over the whole chunk, in one graph, however the stream
-        was split into calls: streaming equals one pass exactly. A chunk that stays incomplete is read at the
+        was split into calls: streaming equals one pass. A chunk that stays incomplete is read at the
         committed state and commits nothing; its bytes become the new tail.
         """
         tail = state["task_tail"]  # (B, t)
