@@ -25,6 +25,7 @@ MODEL_TYPES = ("hope", "baseline")
 OPTIMIZER_TYPES = ("adamw", "sgd", "muon", "m3")
 AMP_DTYPES = ("bf16", "fp16")
 CMS_KINDS = ("chain", "mlp")
+CMS_OBJECTIVES = ("surrogate", "task")
 
 
 class ConfigError(HopeError):
@@ -94,6 +95,7 @@ class Config:
     memory_momentum: bool = True
     self_modifying: bool = True
     cms: str = "chain"
+    cms_objective: str = "surrogate"
     update_frequencies: UpdateFrequencies = field(default_factory=UpdateFrequencies)
     # ---- optimiser and stability
     lr: float = 1e-3
@@ -320,6 +322,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got '{cfg.amp_dtype}'")
     if cfg.cms not in CMS_KINDS:
         raise ConfigError(f"cms must be one of {', '.join(CMS_KINDS)}, got '{cfg.cms}'")
+    if cfg.cms_objective not in CMS_OBJECTIVES:
+        raise ConfigError(f"cms_objective must be one of {', '.join(CMS_OBJECTIVES)}, got '{cfg.cms_objective}'")
+    if cfg.cms_objective == "task" and (cfg.model_type != "hope" or cfg.cms != "chain"):
+        raise ConfigError(f"cms_objective: task trains the fast CMS level, which needs model_type: hope and cms: chain "
+                          f"(got model_type: {cfg.model_type}, cms: {cfg.cms})")
     if cfg.dim % cfg.num_heads != 0:
         raise ConfigError(f"dim ({cfg.dim}) must be divisible by num_heads ({cfg.num_heads})")
     if cfg.head_dim % 2 != 0:

@@ -376,6 +376,10 @@ def _assert_one_line(exc: BaseException, fragments: list[str]) -> None:
     ({"model_type": "gpt"}, ["unknown model_type 'gpt'", "hope, baseline"]),
     ({"optimizer_type": "adam"}, ["unknown optimizer_type 'adam'", "adamw"]),
     ({"cms": "tree"}, ["cms must be one of chain, mlp"]),
+    ({"cms_objective": "exact"}, ["cms_objective must be one of surrogate, task, got 'exact'"]),
+    ({"cms_objective": "task", "cms": "mlp"}, ["cms_objective: task", "needs model_type: hope and cms: chain",
+                                               "cms: mlp"]),
+    ({"cms_objective": "task", "model_type": "baseline"}, ["cms_objective: task", "model_type: baseline"]),
     ({"device": "tpu"}, ["device must be auto, cpu, cuda or cuda:N, got 'tpu'"]),
     ({"device": "cuda:x"}, ["device must be", "'cuda:x'"]),
 ])
@@ -395,6 +399,7 @@ def test_valid_edge_values_are_accepted():
     cfg = load_config(overrides=[{"memory_capacity": 0, "top_k": 99, "max_len": 128, "seq_len": 128,
                                   "device": "cuda:1", "grad_clip_norm": 0.0, "meta": {"inner_steps": 0}}])
     assert cfg.memory_capacity == 0 and cfg.max_len == cfg.seq_len and cfg.device == "cuda:1"
+    assert load_config(overrides=[{"cms_objective": "task"}]).cms_objective == "task"
 
 
 @pytest.mark.parametrize("text, line", [

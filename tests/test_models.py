@@ -437,3 +437,163 @@ def test_autocast_bf16_keeps_fast_weights_fp32() -> None:
         assert layer["mem_tail"].dtype == layer["cms_tail"].dtype == torch.float32
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+# ------------------------------------------------------------------------ CMS task objective (cms_objective: task)
+
+
+def task_model(**overrides: Any) -> LanguageModel:
+    """A randomised tiny HOPE whose fast CMS level learns in context from the model's own next-byte loss."""
+    return tiny_model("hope", cms_objective="task", **overrides)
+
+
+def fast_weights(state: dict) -> list[torch.Tensor]:
+    """Every block's fast CMS weights w1, w2 (B, 1, C, h), (B, 1, h, C), in block order."""
+    return [w for layer in state["layers"] for w in layer["cms"]["w"]]
+
+
+def test_task_causality() -> None:
+    """§7.3 with the task objective: the inner step after chunk n may only use bytes of chunk n, and a chunk
+    is read at the state committed before it; perturbing bytes after t leaves logits at <= t bit-identical."""
+    model = task_model()
+    idx = random_bytes(2, LONG)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        ref, _, _ = model(idx)
+        for t in (5, 7, 13, 32, 42, 70):
+            other = idx.clone()
+            other[:, t + 1:] = (other[:, t + 1:] + torch.randint(1, 256, other[:, t + 1:].shape, generator=g)) % 256
+            logits, _, _ = model(other)
+            assert torch.equal(logits[:, : t + 1], ref[:, : t + 1]), f"future bytes leak into position <= {t}"
+            assert not torch.equal(logits[:, t + 1:], ref[:, t + 1:])
+
+
+@pytest.mark.parametrize("pieces", [(1, 3, 17), (5, 32, 2), (8, 8, 9)], ids=["1-3-17-rest", "5-32-2-rest", "8-8-9-rest"])
+def test_task_streaming_equals_one_pass(pieces: tuple[int, ...]) -> None:
+    """One call over LONG tokens == uneven pieces with the state carried: an incomplete chunk is replayed from
+    its committed start, so every chunk's inner loss covers the whole chunk however the calls split it."""
+    model = task_model()
+    idx = random_bytes(2, LONG)
+    with torch.no_grad():
+        ref, _, ref_state = model(idx)
+        state, outs, start = None, [], 0
+        for n in (*pieces, LONG - sum(pieces)):
+            logits, _, state = model(idx[:, start:start + n], state=state)
+            outs.append(logits)
+            start += n
+    torch.testing.assert_close(torch.cat(outs, dim=1), ref, **TOL)
+    assert_states_close(state, ref_state, **TOL)
+    assert state["pos"] == LONG and state["task_tail"].shape == (2, LONG % ERROR_UPDATE)
+
+
+def test_task_step_is_the_gradient_of_the_chunk_loss() -> None:
+    """After chunk n, every block's fast weights are w - eta * grad_w L_n with L_n the per-sample SUM of the
+    next-byte losses of the chunk's positions whose targets lie inside it, the gradient taken through all the
+    layers above and the head (here by autograd on a read-only pass over the chunk's first C - 1 bytes), and
+    eta = FAST_ETA_MAX / C * sigmoid(eta_logit) * mem_gate; for the first two chunks of a stream."""
+    from hope.layers.cms import FAST_ETA_MAX
+
+    model = task_model()
+    model.set_schedules(mem_gate=0.75, surprise_scale=1.0)
+    C = ERROR_UPDATE
+    idx = random_bytes(2, 2 * C + 3)
+    with torch.no_grad():
+        state = model.init_state(2)
+        for n in range(2):
+            chunk = idx[:, n * C:(n + 1) * C]
+            leaves_w = [w.detach().clone().requires_grad_() for w in fast_weights(state)]
+            before = {**state, "layers": [{**layer, "cms": {"w": tuple(leaves_w[2 * i:2 * i + 2])}}
+                                          for i, layer in enumerate(state["layers"])]}
+            with torch.enable_grad():
+                logits, _, _ = model(chunk[:, :-1], state=before)  # incomplete chunk: read only, at w_n
+                loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 256), chunk[:, 1:].reshape(-1),
+                                                         reduction="sum")
+                grads = torch.autograd.grad(loss, leaves_w)
+            _, _, state = model(chunk, state=state)
+            assert state["task_tail"].shape[1] == 0
+            for i, (w_new, w_old, grad) in enumerate(zip(fast_weights(state), leaves_w, grads)):
+                cms = model.blocks[i // 2].cms
+                eta = FAST_ETA_MAX / C * torch.sigmoid(cms.eta_logit) * 0.75
+                assert grad.abs().max() > 0
+                torch.testing.assert_close(w_new, w_old - eta * grad, rtol=0.0, atol=1e-12,
+                                           msg=lambda m, i=i, n=n: f"chunk {n}, fast weight {i}: {m}")
+
+
+def test_task_step_lowers_the_chunk_loss() -> None:
+    """The inner step descends the task loss: chunk 0's next-byte loss is lower at the fast weights written
+    after it than at the learned initial state (the step is small enough for first order to hold)."""
+    model = task_model()
+    C = ERROR_UPDATE
+    idx = random_bytes(2, C)
+    with torch.no_grad():
+        _, _, after = model(idx)
+        init = model.init_state(2)
+        moved = {**init, "layers": [{**layer, "cms": new["cms"]} for layer, new in zip(init["layers"], after["layers"])]}
+        losses = []
+        for state in (init, moved):
+            logits, _, _ = model(idx[:, :-1], state=state)
+            losses.append(torch.nn.functional.cross_entropy(logits.reshape(-1, 256), idx[:, 1:].reshape(-1)).item())
+    assert losses[1] < losses[0], f"the step raised the chunk loss: {losses[0]:.6f} -> {losses[1]:.6f}"
+
+
+def test_task_mem_gate_zero_freezes_the_fast_level() -> None:
+    """mem_write gate 0: the fast CMS weights stay exactly at their learned init; gate 1 moves them."""
+    idx = random_bytes(2, 40)
+    for gate in (0.0, 1.0):
+        model = task_model()
+        model.set_schedules(mem_gate=gate, surprise_scale=1.0)
+        with torch.no_grad():
+            _, _, state = model(idx)
+        init = model.init_state(2)
+        assert same_memory(state, init, "cms") == (gate == 0.0), f"mem_gate {gate}"
+
+
+def test_task_sample_isolation() -> None:
+    """A batch of two == each sample alone (per-sample loss sum, not a batch mean), logits and fast weights."""
+    model = task_model()
+    idx = random_bytes(2, 45)
+    with torch.no_grad():
+        both, _, state = model(idx)
+        for i in range(2):
+            alone, _, state_i = model(idx[i:i + 1])
+            torch.testing.assert_close(alone[0], both[i], **TOL)
+            for w, w_i in zip(fast_weights(state), fast_weights(state_i)):
+                torch.testing.assert_close(w_i[0], w[i], **TOL)
+
+
+def test_task_learns_under_no_grad_and_trains() -> None:
+    """Under torch.no_grad (evaluation, generation) the fast level still steps, the same as with gradients on,
+    and returns a state without autograd history; with gradients on, one backward of the LM loss reaches every
+    parameter finite and non-zero, the fast level's initial state and step size included (first-order step)."""
+    model = task_model()
+    idx = random_bytes(2, 41)
+    with torch.no_grad():
+        ref, _, state = model(idx[:, :-1])
+    assert not same_memory(state, model.init_state(2), "cms")
+    assert all(t.grad_fn is None for _, t in leaves(state) if isinstance(t, torch.Tensor))
+    model.train()
+    logits, loss, _ = model(idx[:, :-1], idx[:, 1:])
+    torch.testing.assert_close(logits, ref, **TOL)
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().max() > 0, f"{name} gets a zero gradient"
+
+
+def test_task_autocast_bf16_keeps_fast_weights_fp32() -> None:
+    model = task_model(dtype=torch.float32).train()
+    idx = random_bytes(2, 46)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, loss, state = model(idx[:, :40], idx[:, 1:41])
+        more, _, state = model(idx[:, 40:45], state=state)
+    assert torch.isfinite(logits).all() and torch.isfinite(more).all() and torch.isfinite(loss)
+    assert all(w.dtype == torch.float32 for w in fast_weights(state))
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_task_objective_baseline_match_validates() -> None:
+    """The matched baseline of a task-objective config is a valid config (the key is HOPE's only)."""
+    base = matched_baseline_config(tiny_config(cms_objective="task"))
+    validate(base)
+    assert base.model_type == "baseline" and base.cms_objective == "surrogate"

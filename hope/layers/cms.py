@@ -14,6 +14,11 @@ k_t = n(h_{t-1}) -> v_t = n(h_t), with the same delta-rule update as the SMT (`h
 full retention). Its read at n(h_t) is then a guess of the next hidden state, which is what a language
 model's FFN contributes to.
 
+`cms_objective: task` is the paper's objective instead (eq. 71: the level is updated by the summed gradient of
+the task loss over its chunk). Only the language model sees that loss, so there this layer only reads, at the
+state committed before the chunk, and `LanguageModel` applies `task_step` between chunks with the gradient of
+the next-byte loss through every layer above (see `hope.models.lm`).
+
 `cms: mlp` (ablation) replaces the chain with one plain MLP of the same hidden width.
 """
 
@@ -33,9 +38,9 @@ FAST_ETA_MAX = 0.5
 
 
 class ContinuumMemory(nn.Module):
-    def __init__(self, dim: int, hidden: int, chunk: int, kind: str = "chain"):
+    def __init__(self, dim: int, hidden: int, chunk: int, kind: str = "chain", objective: str = "surrogate"):
         super().__init__()
-        self.kind, self.chunk = kind, chunk
+        self.kind, self.chunk, self.objective = kind, chunk, objective
         self.slow = MLP(dim, hidden)
         if kind == "chain":
             fast_hidden = dim  # per-sample fast weights: kept narrower than the slow level
@@ -51,11 +56,27 @@ class ContinuumMemory(nn.Module):
     def init_state(self, batch: int, device: torch.device) -> dict:
         w1 = self.init_w1.to(state_dtype(self.init_w1)).expand(batch, -1, -1)[:, None].to(device)  # (B, 1, C, h)
         w2 = self.init_w2.to(state_dtype(self.init_w2)).expand(batch, -1, -1)[:, None].to(device)
+        if self.objective == "task":  # no surrogate key to carry: only the fast weights
+            return {"w": (w1, w2)}
         return {"w": (w1, w2), "prev": torch.zeros(batch, self.init_w1.shape[1], device=device, dtype=state_dtype(self.init_w1))}
+
+    def step_size(self, mem_gate: float) -> torch.Tensor:
+        """The fast level's inner learning rate: FAST_ETA_MAX / chunk (all gradients of a chunk are taken at one
+        state and add up, see SMT.eta_bound) times a learned sigmoid scale, times the mem_write gate."""
+        return FAST_ETA_MAX / self.chunk * torch.sigmoid(self.eta_logit) * mem_gate
+
+    def task_step(self, w: tuple[torch.Tensor, torch.Tensor], grads: tuple[torch.Tensor, torch.Tensor], mem_gate: float
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cms_objective: task. One gradient step of the fast weights w = (w1, w2) on the task loss summed over a
+        chunk (Nested Learning eq. 71); grads = its gradient, per sample. Outer gradients reach w and eta_logit."""
+        with torch.autocast(device_type=w[0].device.type, enabled=False):
+            eta = self.step_size(mem_gate)
+            return w[0] - eta * grads[0], w[1] - eta * grads[1]
 
     def forward(self, h: torch.Tensor, state: dict | None, n_commit: int, mem_gate: float, n_out: int | None = None
                 ) -> tuple[torch.Tensor, dict | None]:
-        """h (B, L, C): the fast level's uncommitted tail followed by new inputs (tail empty for cms: mlp).
+        """h (B, L, C): the fast level's uncommitted tail followed by new inputs (tail empty for cms: mlp and for
+        the task objective, which never writes here and ignores n_commit).
 
         Returns the output of the last `n_out` tokens (B, n_out, C) (default all L: the caller discards the
         replayed tail's outputs, so they are not computed) and the committed state.
@@ -68,12 +89,16 @@ class ContinuumMemory(nn.Module):
         chunk = self.chunk
         with torch.autocast(device_type=h.device.type, enabled=False):
             cur = F.normalize(h.to(fd), dim=-1)  # (B, L, C)
+            if self.objective == "task":  # read only, at the fast weights the LM committed before this chunk
+                w1, w2 = state["w"]  # (B, 1, C, h), (B, 1, h, C)
+                fast = (F.silu(cur[:, None, L - n_out:] @ w2.mT) @ w1.mT)[:, 0]  # (B, n_out, C): M_c(n(h_t)) - n(h_t)
+                fast = (fast * self.fast_gain).to(h.dtype)
+                return fast + self.slow(h[:, L - n_out:] + fast), state
             # Rows [n(h_{s-1}), n(h_s), ..., n(h_{e-1})] of a chunk hold both its keys (the first C rows: k_t =
             # n(h_{t-1})) and its read inputs (the last C rows), so the first layer at the chunk-start state is
             # one matmul over C + 1 rows for the read and the write together.
             ext = torch.cat([state["prev"][:, None], cur], dim=1)[:, None]  # (B, 1, L + 1, C)
-            # ETA_MAX / chunk: all gradients of a chunk are taken at one state and add up (see SMT.eta_bound)
-            neg_eta = -(FAST_ETA_MAX / self.chunk * torch.sigmoid(self.eta_logit) * mem_gate)
+            neg_eta = -self.step_size(mem_gate)
             w1, w2 = state["w"]  # (B, 1, C, h), (B, 1, h, C)
             # Overlapping windows of C + 1 rows, one per committing chunk, cut as views (one autograd node, not
             # one per chunk); a chunk that does not commit only needs the rows of the reads that are wanted.

@@ -37,7 +37,9 @@ def matched_baseline_config(hope_cfg: Config, tolerance: float = 0.10) -> Config
     candidates = []
     for depth in range(1, 4 * hope_cfg.depth + 1):
         for ff_quarters in range(4, 65):
-            cand = dataclasses.replace(hope_cfg, model_type="baseline", depth=depth, ff_mult=ff_quarters / 4)
+            # cms_objective is HOPE's (the baseline has no fast CMS level): back to its default so the config validates
+            cand = dataclasses.replace(hope_cfg, model_type="baseline", depth=depth, ff_mult=ff_quarters / 4,
+                                       cms_objective="surrogate")
             # embedding (tied head) + final norm + per block: 2 norms, qkv + proj, SwiGLU (gate_up + down)
             params = VOCAB_SIZE * dim + dim + depth * (2 * dim + 4 * dim * dim + 3 * dim * swiglu_hidden(dim, cand.ff_mult))
             candidates.append((abs(params - target) / target, cand))

@@ -6,7 +6,8 @@
 Short-term memory is causal sliding-window attention (`attn_window`); long-term memory is the SMT fast weights
 and the episodic bank, carried in the state across segments. The SMT and the bank commit at chunks of
 `update_frequencies.mem_write` tokens, the fast CMS level at chunks of `update_frequencies.error_update`
-tokens; the inputs of a partial chunk are kept as a tail and replayed (see `hope.layers.chunking`).
+tokens; the inputs of a partial chunk are kept as a tail and replayed (see `hope.layers.chunking`). With
+`cms_objective: task` the block only reads the fast CMS level; `LanguageModel` writes it between chunks.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class HopeBlock(nn.Module):
         self.bank = (EpisodicBank(dim, cfg.memory_capacity, cfg.top_k, freq.mem_write, max(1, freq.mem_write // 8))
                      if cfg.memory_capacity > 0 else None)
         self.mix_gate = nn.Parameter(torch.zeros(dim))  # g = sigmoid(0) = 0.5 per channel
-        self.cms = ContinuumMemory(dim, int(cfg.ff_mult * dim), freq.error_update, cfg.cms)
+        self.cms = ContinuumMemory(dim, int(cfg.ff_mult * dim), freq.error_update, cfg.cms, cfg.cms_objective)
         self.drop = nn.Dropout(cfg.dropout)
 
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> dict:
@@ -65,7 +66,9 @@ class HopeBlock(nn.Module):
 
         h2 = self.norm2(x)
         cms_state, cms_tail = None, state["cms_tail"]
-        if self.cms.has_fast:
+        if self.cms.has_fast and self.cms.objective == "task":  # read only: LanguageModel writes between chunks
+            ff, cms_state = self.cms(h2, state["cms"], 0, mem_gate)
+        elif self.cms.has_fast:
             cms_in = with_tail(cms_tail.to(h2.dtype), h2)
             n_cms = committed_length(cms_in.shape[1], self.cms_chunk)
             ff, cms_state = self.cms(cms_in, state["cms"], n_cms, mem_gate, n_out=T)

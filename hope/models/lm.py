@@ -6,11 +6,20 @@
 the absolute position); None starts a fresh stream. Inputs longer than one segment (`seq_len`) are processed
 segment by segment with the state carried, so one call equals a sequence of shorter calls (HOPE: memories
 carry information; baseline: its attention window slides).
+
+`cms_objective: task` (the paper's CMS objective, Nested Learning eq. 71) writes the fast CMS level of every
+block here, because only the whole model sees the task loss: the stream is processed in chunks of
+`update_frequencies.error_update` tokens counted from its start (`_task_chunk`), each read at the fast weights
+committed before it; after a chunk, every block's fast weights take one gradient step on the next-byte loss
+of that chunk, backpropagated through all the layers above and the head. The step is first-order: its
+gradient is a constant of the outer graph (no create_graph), so training reaches the initial fast weights
+through the reads and the step size through the step, but not through the inner gradient itself.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +68,12 @@ class LanguageModel(nn.Module):
     def init_state(self, batch: int, device: torch.device | str | None = None) -> dict:
         device = torch.device(device) if device is not None else self.embed.weight.device
         dtype = self.embed.weight.dtype
-        return {"pos": 0, "layers": [b.init_state(batch, device, dtype) for b in self.blocks]}
+        state = {"pos": 0, "layers": [b.init_state(batch, device, dtype) for b in self.blocks]}
+        if self.cfg.cms_objective == "task":
+            # Bytes of the current, incomplete fast-CMS chunk; "layers" hold the state committed at its start
+            # (stream position pos - t), from which the next call replays them (`_task_stream`).
+            state["task_tail"] = torch.zeros(batch, 0, dtype=torch.long, device=device)  # (B, t)
+        return state
 
     def _segment(self, idx: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         x = self.embed(idx)  # (B, T, C)
@@ -69,17 +83,96 @@ class LanguageModel(nn.Module):
             layers.append(new_state)
         return self.head(self.norm(x)), {"pos": state["pos"] + idx.shape[1], "layers": layers}
 
+    def _segments(self, idx: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """idx (B, T) segment by segment (`seq_len`) with the state carried -> logits (B, T, 256), new state."""
+        logits = []
+        for start in range(0, idx.shape[1], self.cfg.seq_len):
+            seg_logits, state = self._segment(idx[:, start:start + self.cfg.seq_len], state)
+            logits.append(seg_logits)
+        return (logits[0] if len(logits) == 1 else torch.cat(logits, dim=1)), state
+
+    def _task_stream(self, idx: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """cms_objective: task. idx (B, T) -> logits (B, T, 256), new state.
+
+        The incomplete chunk left by the previous call (`task_tail`) is replayed from the state committed at its
+        start, so each chunk's task loss is always computed over the whole chunk, in one graph, however the stream
+        was split into calls: streaming equals one pass. A chunk that stays incomplete is read at the
+        committed state and commits nothing; its bytes become the new tail.
+        """
+        tail = state["task_tail"]  # (B, t)
+        seq = torch.cat([tail, idx], dim=1)  # (B, t + T)
+        committed = {"pos": state["pos"] - tail.shape[1], "layers": state["layers"]}  # pos: a chunk boundary
+        chunk, n_seq = self.cfg.update_frequencies.error_update, seq.shape[1]
+        n_commit = (n_seq // chunk) * chunk
+        logits = []
+        for start in range(0, n_commit, chunk):
+            chunk_logits, committed = self._task_chunk(seq[:, start:start + chunk], committed)
+            logits.append(chunk_logits)
+        if n_commit < n_seq:
+            chunk_logits, _ = self._segments(seq[:, n_commit:], committed)
+            logits.append(chunk_logits)
+        logits = torch.cat(logits, dim=1)[:, tail.shape[1]:]  # (B, T, 256): the replayed tail's were returned before
+        return logits, {"pos": state["pos"] + idx.shape[1], "layers": committed["layers"], "task_tail": seq[:, n_commit:]}
+
+    def _task_chunk(self, idx: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """One complete fast-CMS chunk idx (B, C), read at the committed fast weights w_n of every block, then
+        w_{n+1} = w_n - eta * grad_{w_n} L_n (Nested Learning eq. 71) with
+
+            L_n = sum over the chunk's positions t < C - 1 of CE(logits_t, idx_{t+1})
+
+        the next-byte loss of every position whose target lies inside the chunk (the last position's target is
+        the next chunk's first byte, not seen yet). A per-sample sum, not a batch mean: each sample's fast
+        weights get the gradient of its own loss only. eta is the surrogate's bound and mem_write gate
+        (`ContinuumMemory.step_size`).
+
+        The inner gradient is taken with torch.autograd.grad on the committed fast weights: in training they are
+        part of the outer graph (retain_graph keeps it for the outer backward); without one (evaluation,
+        generation under torch.no_grad) the chunk runs under enable_grad on detached leaves and its outputs are
+        detached again, so the fast level keeps learning at inference like the other memories.
+        """
+        gate = self.mem_gate
+        if gate == 0:  # mem_write gate 0: the fast level stays at its learned initial state
+            return self._segments(idx, state)
+        outer = torch.is_grad_enabled()
+        # Without an outer graph, detach even tensors that report requires_grad (a view of a parameter taken
+        # under no_grad does, yet carries no graph to differentiate through).
+        fast = [tuple(w if outer and w.requires_grad else w.detach().requires_grad_() for w in layer["cms"]["w"])
+                for layer in state["layers"]]  # per block (w1 (B, 1, C, h), w2 (B, 1, h, C))
+        start = {"pos": state["pos"], "layers": [{**layer, "cms": {**layer["cms"], "w": w}}
+                                                 for layer, w in zip(state["layers"], fast)]}
+        with torch.enable_grad():
+            logits, end = self._segments(idx, start)  # (B, C, 256)
+            at_least_fp32 = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))  # bf16 under autocast
+            loss = F.cross_entropy(at_least_fp32.reshape(-1, VOCAB_SIZE), idx[:, 1:].reshape(-1), reduction="sum")
+            grads = torch.autograd.grad(loss, [t for w in fast for t in w], retain_graph=outer)
+        layers = [{**layer, "cms": {**layer["cms"], "w": block.cms.task_step(w, grads[2 * i:2 * i + 2], gate)}}
+                  for i, (block, layer, w) in enumerate(zip(self.blocks, end["layers"], fast))]
+        end = {"pos": end["pos"], "layers": layers}
+        if not outer:
+            logits, end = logits.detach(), _detached(end)
+        return logits, end
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, state: dict | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
         """idx (B, T) int64 bytes; targets (B, T) or None; returns logits (B, T, 256), mean loss, new state."""
         if state is None:
             state = self.init_state(idx.shape[0], idx.device)
-        logits = []
-        for start in range(0, idx.shape[1], self.cfg.seq_len):
-            seg_logits, state = self._segment(idx[:, start:start + self.cfg.seq_len], state)
-            logits.append(seg_logits)
-        logits = logits[0] if len(logits) == 1 else torch.cat(logits, dim=1)
+        if self.cfg.cms_objective == "task":
+            logits, state = self._task_stream(idx, state)
+        else:
+            logits, state = self._segments(idx, state)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, VOCAB_SIZE), targets.reshape(-1))
         return logits, loss, state
+
+
+def _detached(tree: Any) -> Any:
+    """A copy of a nested state (dicts, lists, tuples of tensors) with every tensor detached."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach()
+    if isinstance(tree, dict):
+        return {key: _detached(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_detached(value) for value in tree)
+    return tree
