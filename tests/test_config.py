@@ -465,3 +465,25 @@ def test_cli_malformed_yaml_exits_2(tmp_path, capsys):
 def test_cli_valid_config_exits_0(capsys):
     assert _mini_cli(["--config", str(EXAMPLE), "--steps", "3"]) == 0
     assert capsys.readouterr().err == ""
+
+
+CONFIGS = ROOT / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path) -> None:
+    load_config(path)
+
+
+@pytest.mark.parametrize("hope_file, baseline_file", [("hope_cpu.yaml", "nanogpt_cpu.yaml"),
+                                                      ("hope_large.yaml", "baseline_large.yaml")])
+def test_compared_configs_match_parameters_and_tokens(hope_file: str, baseline_file: str) -> None:
+    """docs/results.md compares these pairs at equal parameters (±10%) and equal tokens and recipe."""
+    from hope.models import count_params
+
+    hope_cfg, base_cfg = load_config(CONFIGS / hope_file), load_config(CONFIGS / baseline_file)
+    assert (hope_cfg.model_type, base_cfg.model_type) == ("hope", "baseline")
+    assert abs(count_params(hope_cfg) / count_params(base_cfg) - 1) <= 0.10
+    recipe = ("dim", "num_heads", "max_len", "seq_len", "batch_size", "steps", "lr", "min_lr", "warmup_steps", "beta2",
+              "weight_decay", "grad_clip_norm", "dropout", "optimizer_type", "grad_accum_steps")
+    assert {k: getattr(hope_cfg, k) for k in recipe} == {k: getattr(base_cfg, k) for k in recipe}
