@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 
 from hope.cli.args import config_from_args, run
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        from hope.train.meta import check_meta_supported, command_line, run_meta_experiment
+        from hope.experiments.meta import run_meta_experiment
+        from hope.train.meta import check_meta_supported
 
         extra = {"meta": {"use": True}}
         extra.update({k: v for k, v in (("out", args.out), ("model_type", args.model_type)) if v is not None})
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             from hope.data.download import ensure_data
 
             ensure_data(cfg.data)
-        command = command_line("hope-meta-train", list(sys.argv[1:] if argv is None else argv))
+        command = shlex.join(["hope-meta-train", *(sys.argv[1:] if argv is None else argv)])
         metrics = run_meta_experiment(cfg, out_dir=args.out_dir, reference=args.reference, eval_pairs=args.eval_pairs,
                                       command=command, resume=args.resume)
         if int(os.environ.get("RANK", "0")) == 0:

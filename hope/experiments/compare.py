@@ -148,7 +148,7 @@ def _notes(metrics: dict[str, Any]) -> str:
         f"parameter count (within {PARAM_TOLERANCE:.0%}).",
         f"- Train/validation metrics: {cfg['eval_batches'] * cfg['batch_size']} evenly spread windows of "
         f"{cfg['seq_len']} bytes per split, each from a fresh state.",
-        f"- Checkpoints: " + ", ".join(f"`{m['checkpoint']}`" for m in metrics["models"].values()) + "; training logs: "
+        "- Checkpoints: " + ", ".join(f"`{m['checkpoint']}`" for m in metrics["models"].values()) + "; training logs: "
         + ", ".join(f"`{m['metrics_log']}`" for m in metrics["models"].values()) + ".",
         "",
     ])

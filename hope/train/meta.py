@@ -35,18 +35,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import shlex
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from hope.config import Config, config_to_dict
+from hope.config import Config
 from hope.data.corpus import Corpus
 from hope.errors import HopeError
 from hope.runtime import autocast
@@ -327,140 +324,3 @@ def adaptation_gain(model: torch.nn.Module, data: torch.Tensor, cfg: Config, n_p
         model.set_schedules(gate, surprise)
         model.train(was_training)
     return GainResult(**{k: torch.cat(v) for k, v in out.items()})
-
-
-# ----------------------------------------------------------------------------------------------- experiment
-
-
-MODEL_LABELS = {"init": "at init (untrained)", "plain": "trained, meta off (plain hope-train)",
-                "meta": "trained with meta-learning"}
-
-
-def run_meta_experiment(cfg: Config, *, out_dir: str | Path = "reports", reference: str = "plain",
-                        eval_pairs: int = 64, command: str = "", resume: str | None = None,
-                        verbose: bool = True) -> dict[str, Any]:
-    """`hope-meta-train`: train with meta-learning and compare the adaptation gain on validation text with
-    the model at init and (reference "plain") the same config trained with meta off for the same steps and seed.
-
-    Both training runs use the same corpus with the meta split held out, hence the same batches: the runs
-    differ only by the meta-updates. Writes `meta_metrics.json` and `meta_report.md` to `out_dir`.
-    """
-    from hope.data.corpus import load_corpus
-    from hope.models import build_model
-    from hope.report.writers import write_json, write_text
-    from hope.runtime import resolve_device, seed_everything
-    from hope.train.loop import metrics_path, train
-
-    check_meta_supported(cfg)
-    if not cfg.meta.use:
-        raise HopeError("hope-meta-train runs meta-learning: meta.use must be true (use hope-train for meta off)")
-    if reference not in ("plain", "init"):
-        raise HopeError(f"--reference must be plain or init, got '{reference}'")
-    if eval_pairs < 1:
-        raise HopeError(f"--eval_pairs must be >= 1, got {eval_pairs}")
-    corpus = hold_out_meta(load_corpus(cfg.data, seed=cfg.seed), cfg.meta.split)
-    eval_pair_starts(len(corpus.val), cfg.meta.support_len, cfg.meta.query_len, eval_pairs)  # fail early if too short
-    device = resolve_device(cfg.device, cfg.cuda_device)
-    models: dict[str, dict[str, Any]] = {}
-    gains: dict[str, GainResult] = {}
-
-    def record(name: str, model: torch.nn.Module, val: dict[str, float] | None) -> None:
-        gains[name] = adaptation_gain(model, corpus.val, cfg, eval_pairs, device)
-        models[name] = {"label": MODEL_LABELS[name], **gains[name].summary(), "val": val or {}}
-        if verbose:
-            print(f"adaptation gain on validation, {MODEL_LABELS[name]}: {models[name]['gain']:+.4f} nats/byte")
-
-    seed_everything(cfg.seed)  # the same initial weights train() starts from
-    record("init", build_model(cfg).to(device), None)
-    if reference == "plain":
-        plain_cfg = dataclasses.replace(cfg, meta=dataclasses.replace(cfg.meta, use=False))
-        plain = train(plain_cfg, corpus=corpus, save=False, verbose=verbose)
-        record("plain", plain.model, plain.val)
-        del plain
-    result = train(cfg, corpus=corpus, resume=resume, verbose=verbose)
-    record("meta", result.model, result.val)
-
-    rounds = []
-    mpath = metrics_path(cfg)
-    if mpath.is_file():
-        import json
-
-        rounds = [r for r in (json.loads(line) for line in mpath.read_text().splitlines() if line.strip())
-                  if "meta_gain" in r]
-    before = "plain" if reference == "plain" else "init"
-    metrics = {
-        "command": command,
-        "config": config_to_dict(cfg),
-        "data": {"corpus": corpus.name, "train_bytes": len(corpus.train), "meta_bytes": len(corpus.meta),
-                 "val_bytes": len(corpus.val),
-                 "meta_split": f"last {cfg.meta.split:g} of the training split, excluded from training batches"},
-        "eval": {"split": "validation", "pairs": models["meta"]["pairs"], "support_len": cfg.meta.support_len,
-                 "query_len": cfg.meta.query_len, "inner_steps": cfg.meta.inner_steps},
-        "models": models,
-        "comparison": {"before": before, "after": "meta",
-                       "gain_difference": paired_difference(gains["meta"].gain, gains[before].gain),
-                       "memory_write_gain_difference": paired_difference(gains["meta"].memory_gain,
-                                                                         gains[before].memory_gain)},
-        "rounds": rounds,
-        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-    }
-    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: one writer
-        return metrics
-    out_dir = Path(out_dir)
-    write_json(out_dir / "meta_metrics.json", metrics)
-    write_text(out_dir / "meta_report.md", meta_report_md(metrics))
-    return metrics
-
-
-def _f(value: Any, fmt: str = "{:+.4f}") -> str:
-    return fmt.format(value) if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
-
-
-def meta_report_md(metrics: dict[str, Any]) -> str:
-    """Markdown report of `hope-meta-train` from its `meta_metrics.json` dict."""
-    ev, models, comp = metrics["eval"], metrics["models"], metrics["comparison"]
-    lines = [
-        "# Meta-learning: adaptation gain on held-out validation text", "",
-        f"Adaptation gain = query loss read cold (fresh state) minus query loss after {ev['inner_steps']} in-context "
-        f"pass(es) over the {ev['support_len']}-byte support segment that precedes the {ev['query_len']}-byte query "
-        f"(nats/byte; **positive = adaptation helps**). Evaluated on {ev['pairs']} non-overlapping support/query pairs "
-        "spread over the validation split, no updates. \"Writes off\" repeats it with the memory write gate at 0, "
-        "so only attention sees the support; the difference is what the memory writes add.", "",
-        "| model | query loss cold | query loss adapted | gain ± se | gain, writes off | gain from writes ± se | val loss |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name in ("init", "plain", "meta"):
-        if name not in models:
-            continue
-        m = models[name]
-        lines.append(f"| {m['label']} | {_f(m['query_loss_init'], '{:.4f}')} | {_f(m['query_loss_adapted'], '{:.4f}')} "
-                     f"| {_f(m['gain'])} ± {_f(m['gain_se'], '{:.4f}')} | {_f(m['context_gain_no_writes'])} "
-                     f"| {_f(m['memory_write_gain'])} ± {_f(m['memory_write_gain_se'], '{:.4f}')} "
-                     f"| {_f(m['val'].get('loss'), '{:.4f}')} |")
-    g, w = comp["gain_difference"], comp["memory_write_gain_difference"]
-    before = models[comp["before"]]["label"]
-    lines += ["", f"**Meta-trained minus {before}** (paired over the same pairs): gain {_f(g['mean'])} ± "
-              f"{_f(g['se'], '{:.4f}')} nats/byte; gain from memory writes {_f(w['mean'])} ± {_f(w['se'], '{:.4f}')}.", ""]
-    rounds = metrics.get("rounds") or []
-    if rounds:
-        shown = rounds if len(rounds) <= 12 else rounds[:6] + rounds[-6:]
-        lines += ["## Meta rounds during training (meta split)", "",
-                  "| step | query loss cold | query loss adapted | gain |", "|---|---|---|---|"]
-        lines += [f"| {r['step']} | {_f(r['meta_query_loss_init'], '{:.4f}')} | "
-                  f"{_f(r['meta_query_loss_adapted'], '{:.4f}')} | {_f(r['meta_gain'])} |" for r in shown]
-        if len(rounds) > len(shown):
-            lines.append(f"\n({len(rounds)} rounds; first and last 6 shown, all in meta_metrics.json)")
-        lines.append("")
-    data = metrics["data"]
-    lines += ["## Data", "",
-              f"Corpus {data['corpus']}: {data['train_bytes']} training bytes, {data['meta_bytes']} meta bytes "
-              f"({data['meta_split']}), {data['val_bytes']} validation bytes. The meta-updates use the meta split, "
-              "not the validation split the manual mentions: updating on validation text would leak it into every "
-              "reported validation figure.", ""]
-    if metrics.get("command"):
-        lines += ["## Command", "", "```", metrics["command"], "```", ""]
-    return "\n".join(lines)
-
-
-def command_line(prog: str, argv: list[str]) -> str:
-    return " ".join([prog, shlex.join(argv)]) if argv else prog
