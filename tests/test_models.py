@@ -163,7 +163,13 @@ def test_causality(model_type: str) -> None:
 def test_streaming_equals_one_pass(model_type: str, pieces: tuple[int, ...]) -> None:
     """One call over LONG tokens == uneven pieces with the returned state carried (§4 Streaming, §7.4):
     logits and the final state (fast weights, bank, tails, caches, position) agree."""
-    model = tiny_model(model_type)
+    state = assert_streaming_equals_one_pass(tiny_model(model_type), pieces)
+    assert state["pos"] == LONG
+
+
+def assert_streaming_equals_one_pass(model: torch.nn.Module, pieces: tuple[int, ...]) -> dict:
+    """Feeds LONG random bytes as `pieces` + the rest with the state carried, checks logits and final state
+    against one call, and returns the streamed final state."""
     idx = random_bytes(2, LONG)
     with torch.no_grad():
         ref, _, ref_state = model(idx)
@@ -174,7 +180,7 @@ def test_streaming_equals_one_pass(model_type: str, pieces: tuple[int, ...]) -> 
             start += n
     torch.testing.assert_close(torch.cat(outs, dim=1), ref, **TOL)
     assert_states_close(state, ref_state, **TOL)
-    assert state["pos"] == LONG
+    return state
 
 
 def test_token_by_token_cadence() -> None:
@@ -472,17 +478,7 @@ def test_task_causality() -> None:
 def test_task_streaming_equals_one_pass(pieces: tuple[int, ...]) -> None:
     """One call over LONG tokens == uneven pieces with the state carried: an incomplete chunk is replayed from
     its committed start, so every chunk's inner loss covers the whole chunk however the calls split it."""
-    model = task_model()
-    idx = random_bytes(2, LONG)
-    with torch.no_grad():
-        ref, _, ref_state = model(idx)
-        state, outs, start = None, [], 0
-        for n in (*pieces, LONG - sum(pieces)):
-            logits, _, state = model(idx[:, start:start + n], state=state)
-            outs.append(logits)
-            start += n
-    torch.testing.assert_close(torch.cat(outs, dim=1), ref, **TOL)
-    assert_states_close(state, ref_state, **TOL)
+    state = assert_streaming_equals_one_pass(task_model(), pieces)
     assert state["pos"] == LONG and state["task_tail"].shape == (2, LONG % ERROR_UPDATE)
 
 
