@@ -118,6 +118,7 @@ class Config:
     pin_memory: bool = False
     prefetch_factor: int = 2
     recall_fraction: float = 0.0
+    recall_episodes: int = 1
     seed: int = 1337
     log_interval: int = 10
     eval_interval: int = 100
@@ -355,6 +356,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"dropout must be in [0, 1), got {cfg.dropout}")
     if not 0.0 <= cfg.recall_fraction <= 1.0:
         raise ConfigError(f"recall_fraction must be in [0, 1], got {cfg.recall_fraction}")
+    if cfg.recall_episodes < 1:
+        raise ConfigError(f"recall_episodes must be >= 1, got {cfg.recall_episodes}")
     if cfg.grad_clip_norm < 0:
         raise ConfigError(f"grad_clip_norm must be >= 0 (0 disables clipping), got {cfg.grad_clip_norm}")
     if cfg.num_workers < 0:

@@ -367,6 +367,7 @@ def _assert_one_line(exc: BaseException, fragments: list[str]) -> None:
     ({"update_frequencies": {"mem_write": 0}}, ["update_frequencies.mem_write must be > 0"]),
     ({"num_workers": -1}, ["num_workers must be >= 0"]),
     ({"memory_capacity": -1}, ["memory_capacity must be >= 0"]),
+    ({"recall_episodes": 0}, ["recall_episodes must be >= 1, got 0"]),
     # memory
     ({"top_k": 65, "memory_capacity": 64}, ["top_k (65)", "memory_capacity (64)"]),
     ({"top_k": 0}, ["top_k (0)"]),

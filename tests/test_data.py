@@ -191,6 +191,62 @@ def test_recall_fraction_mixes_in_episodes_of_the_same_length():
     assert not bool((plain == OPEN).any())
 
 
+def _parse_scattered(row: list[int]) -> tuple[dict[bytes, tuple[int, bytes]], list[tuple[int, bytes, bytes]]]:
+    """Writes (key -> (position, value)) and queries (position, key, value) of a scattered row."""
+    writes, queries = {}, []
+    for i, b in enumerate(row):
+        if b != OPEN:
+            continue
+        key = bytes(row[i + 1:i + 1 + KEY_LEN])
+        assert row[i + 1 + KEY_LEN] == SEP
+        value = bytes(row[i + 2 + KEY_LEN:i + 2 + KEY_LEN + VALUE_LEN])
+        closed = i + 2 + KEY_LEN + VALUE_LEN < len(row) and row[i + 2 + KEY_LEN + VALUE_LEN] == CLOSE
+        if closed:
+            assert key not in writes, "keys are distinct within a row"
+            writes[key] = (i, value)
+        else:
+            queries.append((i, key, value))
+    return writes, queries
+
+
+def test_scattered_rows_ask_every_written_pair_once_after_its_write():
+    data = synthetic_corpus(20_000, seed=0)
+    gaps = []
+    for seed in range(40):
+        row = training_row(random.Random(seed), 129, data, episodes=4).tolist()
+        assert len(row) == 129
+        writes, queries = _parse_scattered(row)
+        assert len(writes) == 4 and sorted(k for _, k, _ in queries) == sorted(writes)
+        for pos, key, value in queries:
+            wpos, wvalue = writes[key]
+            assert wpos < pos and wvalue == value  # the answer is the value written earlier under that key
+            gaps.append(pos - wpos)
+        # the text between the episodes is one contiguous span of the corpus, in order
+        text = bytes(b for b in row if b not in (OPEN, SEP, CLOSE))
+        assert len(text) >= 129 - 4 * episode_overhead()
+    # the queries are not pinned to the row's end and the gaps spread over the row
+    assert min(gaps) < 20 and max(gaps) > 80
+    assert training_row(random.Random(3), 129, data, 4).tolist() == training_row(random.Random(3), 129, data, 4).tolist()
+
+
+def test_scattered_rows_use_fewer_episodes_when_they_do_not_fit():
+    data = synthetic_corpus(5_000, seed=0)
+    row = training_row(random.Random(0), 3 * episode_overhead() + 2, data, episodes=10).tolist()
+    writes, queries = _parse_scattered(row)
+    assert len(writes) == len(queries) == 3
+    # one episode keeps the layout hope-eval-long scores: the query's value ends the row
+    one = training_row(random.Random(0), 65, data, episodes=1).tolist()
+    assert one[-(VALUE_LEN + 1)] == SEP and one.count(OPEN) == 2
+
+
+def test_recall_episodes_reach_the_batches():
+    data = synthetic_corpus(20_000, seed=0)
+    x, y = sample_batch(data, batch_size=4, seq_len=128, seed=0, index=0, recall_fraction=1.0, recall_episodes=3)
+    for row in torch.cat([x, y[:, -1:]], dim=1).tolist():
+        writes, queries = _parse_scattered(row)
+        assert len(writes) == len(queries) == 3
+
+
 # ----------------------------------------------------------------------------- loaders
 
 

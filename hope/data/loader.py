@@ -20,7 +20,7 @@ def _batch_seed(seed: int, index: int, rank: int) -> int:
 
 
 def sample_batch(data: torch.Tensor, batch_size: int, seq_len: int, seed: int, index: int = 0, rank: int = 0,
-                 recall_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                 recall_fraction: float = 0.0, recall_episodes: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch number `index`: x, y of shape (B, T) int64 with y = x shifted by one byte."""
     gen = torch.Generator().manual_seed(_batch_seed(seed, index, rank))
     starts = torch.randint(0, len(data) - seq_len, (batch_size,), generator=gen)
@@ -29,7 +29,7 @@ def sample_batch(data: torch.Tensor, batch_size: int, seq_len: int, seed: int, i
         rng = random.Random(_batch_seed(seed, index, rank) + 1)
         for b in range(batch_size):
             if rng.random() < recall_fraction:
-                rows[b] = training_row(rng, seq_len + 1, data)
+                rows[b] = training_row(rng, seq_len + 1, data, recall_episodes)
     return rows[:, :-1], rows[:, 1:]
 
 
@@ -38,22 +38,24 @@ class BatchStream(IterableDataset):
     DataLoader's round-robin order is the index order."""
 
     def __init__(self, data: torch.Tensor, batch_size: int, seq_len: int, seed: int, start: int, stop: int,
-                 rank: int = 0, recall_fraction: float = 0.0):
+                 rank: int = 0, recall_fraction: float = 0.0, recall_episodes: int = 1):
         self.data, self.batch_size, self.seq_len = data, batch_size, seq_len
-        self.seed, self.start, self.stop, self.rank, self.recall_fraction = seed, start, stop, rank, recall_fraction
+        self.seed, self.start, self.stop, self.rank = seed, start, stop, rank
+        self.recall_fraction, self.recall_episodes = recall_fraction, recall_episodes
 
     def __iter__(self):
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         for index in range(self.start + wid, self.stop, nw):
-            yield sample_batch(self.data, self.batch_size, self.seq_len, self.seed, index, self.rank, self.recall_fraction)
+            yield sample_batch(self.data, self.batch_size, self.seq_len, self.seed, index, self.rank,
+                               self.recall_fraction, self.recall_episodes)
 
 
 def make_loader(data: torch.Tensor, batch_size: int, seq_len: int, seed: int, start: int, stop: int, *,
-                rank: int = 0, recall_fraction: float = 0.0, num_workers: int = 0, pin_memory: bool = False,
-                prefetch_factor: int = 2) -> DataLoader:
+                rank: int = 0, recall_fraction: float = 0.0, recall_episodes: int = 1, num_workers: int = 0,
+                pin_memory: bool = False, prefetch_factor: int = 2) -> DataLoader:
     """A DataLoader over `BatchStream` honouring num_workers / pin_memory / prefetch_factor."""
-    stream = BatchStream(data, batch_size, seq_len, seed, start, stop, rank, recall_fraction)
+    stream = BatchStream(data, batch_size, seq_len, seed, start, stop, rank, recall_fraction, recall_episodes)
     return DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                       prefetch_factor=prefetch_factor if num_workers > 0 else None,
                       persistent_workers=False, worker_init_fn=_ignore_sigint if num_workers > 0 else None)

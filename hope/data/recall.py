@@ -62,10 +62,49 @@ def make_episode(rng: random.Random, gap: int, filler: torch.Tensor, prefix: int
     return RecallEpisode(tokens=tokens, value_start=len(tokens) - value_len, gap=gap)
 
 
-def training_row(rng: random.Random, length: int, filler: torch.Tensor) -> torch.Tensor:
-    """A training row of exactly `length` bytes ending in an episode with a random gap that fits."""
+def training_row(rng: random.Random, length: int, filler: torch.Tensor, episodes: int = 1) -> torch.Tensor:
+    """A training row of exactly `length` bytes holding `episodes` recall episodes.
+
+    One episode ends the row, as `hope-eval-long` lays it out (the query's value is the last bytes). More than
+    one are scattered: each key/value pair is written and later asked again at random places in the row, in a
+    random interleaving, with text between, so a row trains several copies at gaps from 0 to most of the row
+    and the loss on the text in between stays a language-model loss. Fewer episodes are used when they do not fit.
+    """
+    if episodes > 1:
+        episodes = min(episodes, length // episode_overhead())
+    if episodes > 1:
+        return _scattered_row(rng, length, filler, episodes)
     max_gap = length - episode_overhead()
     if max_gap < 0:
         return _filler(rng, filler, length)
     gap = rng.randint(0, max_gap)
     return make_episode(rng, gap, filler, prefix=max_gap - gap).tokens
+
+
+def _scattered_row(rng: random.Random, length: int, filler: torch.Tensor, episodes: int) -> torch.Tensor:
+    keys: list[bytes] = []
+    while len(keys) < episodes:  # distinct keys, so every query has exactly one answer in the row
+        key = bytes(rng.choice(KEY_ALPHABET) for _ in range(KEY_LEN))
+        if key not in keys:
+            keys.append(key)
+    values = [bytes(rng.choice(VALUE_ALPHABET) for _ in range(VALUE_LEN)) for _ in keys]
+    # A uniformly random interleaving of 2n events in which each pair's write precedes its query: shuffle two
+    # copies of every index; the first occurrence of an index is its write, the second its query.
+    order = [i for i in range(episodes) for _ in range(2)]
+    rng.shuffle(order)
+    written: set[int] = set()
+    events: list[torch.Tensor] = []
+    for i in order:
+        if i in written:
+            events.append(torch.tensor([OPEN, *keys[i], SEP, *values[i]], dtype=torch.long))
+        else:
+            written.add(i)
+            events.append(torch.tensor([OPEN, *keys[i], SEP, *values[i], CLOSE], dtype=torch.long))
+    text = _filler(rng, filler, length - sum(len(e) for e in events))  # one contiguous span, cut 2n times
+    cuts = sorted(rng.randint(0, len(text)) for _ in range(len(events)))
+    pieces, prev = [], 0
+    for cut, event in zip(cuts, events):
+        pieces += [text[prev:cut], event]
+        prev = cut
+    pieces.append(text[prev:])
+    return torch.cat(pieces)

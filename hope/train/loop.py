@@ -310,7 +310,8 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | P
 
     accum = cfg.grad_accum_steps
     loader = make_loader(corpus.train, cfg.batch_size, cfg.seq_len, cfg.seed, start_step * accum, cfg.steps * accum,
-                         rank=info.rank, recall_fraction=cfg.recall_fraction, num_workers=cfg.num_workers,
+                         rank=info.rank, recall_fraction=cfg.recall_fraction,
+                         recall_episodes=cfg.recall_episodes, num_workers=cfg.num_workers,
                          pin_memory=cfg.pin_memory and device.type == "cuda", prefetch_factor=cfg.prefetch_factor)
     batches = iter(loader)  # draws the loader's base seed from the torch RNG, so it comes before the restore
     if saved_rng:
