@@ -26,6 +26,7 @@ OPTIMIZER_TYPES = ("adamw", "sgd", "muon", "m3")
 AMP_DTYPES = ("bf16", "fp16")
 CMS_KINDS = ("chain", "mlp")
 CMS_OBJECTIVES = ("surrogate", "task")
+BANK_INPUTS = ("block", "context")
 
 
 class ConfigError(HopeError):
@@ -88,6 +89,7 @@ class Config:
     # ---- memory
     memory_capacity: int = 64
     top_k: int = 4
+    bank_input: str = "block"
     error_decay: float = 0.9
     surprise_scale: Schedule = field(default_factory=lambda: Schedule(1.0, 1.0, 0))
     mem_write: Schedule = field(default_factory=lambda: Schedule(1.0, 1.0, 0))
@@ -323,6 +325,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got '{cfg.amp_dtype}'")
     if cfg.cms not in CMS_KINDS:
         raise ConfigError(f"cms must be one of {', '.join(CMS_KINDS)}, got '{cfg.cms}'")
+    if cfg.bank_input not in BANK_INPUTS:
+        raise ConfigError(f"bank_input must be one of {', '.join(BANK_INPUTS)}, got '{cfg.bank_input}'")
     if cfg.cms_objective not in CMS_OBJECTIVES:
         raise ConfigError(f"cms_objective must be one of {', '.join(CMS_OBJECTIVES)}, got '{cfg.cms_objective}'")
     if cfg.cms_objective == "task" and (cfg.model_type != "hope" or cfg.cms != "chain"):

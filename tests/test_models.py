@@ -236,6 +236,48 @@ def test_sample_isolation(model_type: str) -> None:
                     assert not torch.equal(x[j], y[j]), f"{path} of sample {j} ignores its input"
 
 
+# ------------------------------------------------------------------------- bank_input: context
+
+
+def test_context_bank_keeps_causality_streaming_and_isolation() -> None:
+    """With the bank reading norm(x) + attention (bank_input: context), the invariants above still hold:
+    causality, streaming == one pass (the bank's tail of attention outputs is carried), sample isolation."""
+    model = tiny_model("hope", bank_input="context")
+    state = assert_streaming_equals_one_pass(model, (1, 3, 17))
+    assert all(layer["bank_tail"].shape[1] == LONG % MEM_WRITE for layer in state["layers"])
+    assert_streaming_equals_one_pass(model, (5, 32, 2))
+    idx = random_bytes(3, LONG)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        ref, _, _ = model(idx)
+        for t in (3, 31, 42):
+            other = idx.clone()
+            other[:, t + 1:] = (other[:, t + 1:] + torch.randint(1, 256, other[:, t + 1:].shape, generator=g)) % 256
+            assert torch.equal(model(other)[0][:, : t + 1], ref[:, : t + 1]), f"future bytes leak into <= {t}"
+        other = idx.clone()
+        other[1] = random_bytes(LONG, seed=7)
+        logits = model(other)[0]
+    assert torch.equal(logits[0], ref[0]) and torch.equal(logits[2], ref[2]) and not torch.equal(logits[1], ref[1])
+
+
+def test_context_bank_keys_name_more_than_the_last_byte() -> None:
+    """The reason for bank_input: context. Two streams equal from byte MEM_WRITE on, different before: with the
+    block input, what the first block's bank keys and stores at the equal bytes is equal (one byte's embedding),
+    so a query cannot tell apart keys that end in the same byte; with the context input it differs."""
+    a = random_bytes(1, 3 * MEM_WRITE)
+    b = a.clone()
+    b[0, :MEM_WRITE] = random_bytes(MEM_WRITE, seed=5)
+    for bank_input, differ in (("block", False), ("context", True)):
+        model = tiny_model("hope", bank_input=bank_input)
+        seen = []
+        hook = model.blocks[0].bank.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+        with torch.no_grad():
+            model(a), model(b)
+        hook.remove()
+        same = torch.equal(seen[0][:, MEM_WRITE:], seen[1][:, MEM_WRITE:])  # (1, 2 * MEM_WRITE, C) each
+        assert same != differ, bank_input
+
+
 # -------------------------------------------------------------------------------------------- gradients
 
 

@@ -35,6 +35,7 @@ class HopeBlock(nn.Module):
                                        error_decay=cfg.error_decay)
         self.bank = (EpisodicBank(dim, cfg.memory_capacity, cfg.top_k, freq.mem_write, max(1, freq.mem_write // 8))
                      if cfg.memory_capacity > 0 else None)
+        self.bank_input = cfg.bank_input
         self.mix_gate = nn.Parameter(torch.zeros(dim))  # g = sigmoid(0) = 0.5 per channel
         self.cms = ContinuumMemory(dim, int(cfg.ff_mult * dim), freq.error_update, cfg.cms, cfg.cms_objective)
         self.drop = nn.Dropout(cfg.dropout)
@@ -44,7 +45,7 @@ class HopeBlock(nn.Module):
         empty = torch.zeros(batch, 0, dim, device=device, dtype=state_dtype(self.norm1.weight))
         return {"attn": self.attn.empty_cache(batch, device, dtype),
                 "smt": self.smt.init_state(batch, device), "mem_tail": empty,
-                "bank": self.bank.init_state(batch, device) if self.bank is not None else None,
+                "bank": self.bank.init_state(batch, device) if self.bank is not None else None, "bank_tail": empty,
                 "cms": self.cms.init_state(batch, device) if self.cms.has_fast else None, "cms_tail": empty}
 
     def forward(self, x: torch.Tensor, pos: int, state: dict, mem_gate: float, surprise_scale: float) -> tuple[torch.Tensor, dict]:
@@ -58,9 +59,16 @@ class HopeBlock(nn.Module):
         mem, surprise, smt_state = self.smt(mem_in, state["smt"], n_commit, mem_gate, surprise_scale, n_out=T)
         g = torch.sigmoid(self.mix_gate)
         mixed = g * attn + (1 - g) * mem
-        bank_state = None
+        bank_state, bank_tail = None, state["bank_tail"]
         if self.bank is not None:
-            bank, bank_state = self.bank(mem_in, surprise, state["bank"], n_commit, mem_gate, surprise_scale, n_out=T)
+            bank_in = mem_in
+            if self.bank_input == "context":
+                # In the first block norm(x) is one byte's embedding, so a key K(x_{t-1}) names only the previous
+                # byte and a query cannot tell two keys apart that end alike. With the attention output added,
+                # keys and queries carry the window before them: a lookup by the key's bytes, not its last byte.
+                bank_in = with_tail(bank_tail.to(h.dtype), h + attn)  # (B, t + T, C), aligned with mem_in
+                bank_tail = bank_in[:, n_commit:].to(state_dtype(bank_in))
+            bank, bank_state = self.bank(bank_in, surprise, state["bank"], n_commit, mem_gate, surprise_scale, n_out=T)
             mixed = mixed + bank
         x = x + self.drop(mixed)
 
@@ -77,4 +85,4 @@ class HopeBlock(nn.Module):
             ff, _ = self.cms(h2, None, 0, mem_gate)
         x = x + self.drop(ff)
         return x, {"attn": cache, "smt": smt_state, "mem_tail": mem_in[:, n_commit:].to(state_dtype(mem_in)), "bank": bank_state,
-                   "cms": cms_state, "cms_tail": cms_tail}
+                   "bank_tail": bank_tail, "cms": cms_state, "cms_tail": cms_tail}
