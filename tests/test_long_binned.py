@@ -230,3 +230,34 @@ def test_bad_inputs_exit_2_with_one_line(ckpts, data_file, tmp_path, capsys) -> 
         ["--ckpt", str(ckpts["hope"]), "--data", str(short), "--lengths", "64,512", "--device", "cpu"]))
     assert "trials" in _one_error_line(capsys, eval_long.main(
         ["--ckpt", str(ckpts["hope"]), "--gap", "8", "--trials", "0", "--device", "cpu"]))
+
+
+def _recall_keys_script():
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "scripts" / "recall_keys.py"
+    spec = importlib.util.spec_from_file_location("recall_keys", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recall_keys_script_finds_every_query_and_its_distractors(ckpts, data_file, monkeypatch, capsys) -> None:
+    """scripts/recall_keys.py (the key-lookup diagnostic of results.md §3): every query of a scattered row is found
+    with its gap and the values of the other pairs written before it; the script runs on a checkpoint."""
+    script = _recall_keys_script()
+    from hope.data.recall import KEY_LEN, OPEN, training_row
+    filler = synthetic_corpus(4000, seed=1)
+    for seed in range(10):
+        row = training_row(random.Random(seed), 129, filler, episodes=4).tolist()
+        found = script.queries(row)
+        assert len(found) == 4
+        for start, gap, others in found:
+            q = start - KEY_LEN - 2
+            assert row[q] == OPEN and gap > 0 and row[q - gap] == OPEN
+            assert row[q + 1:q + 1 + KEY_LEN] == row[q - gap + 1:q - gap + 1 + KEY_LEN]  # the same key
+            assert len(others) <= 3
+        assert max(len(o) for _, _, o in found) >= 1
+    monkeypatch.setattr("sys.argv", ["recall_keys.py", str(ckpts["hope"]), "--rows", "2", "--data", str(data_file)])
+    script.main()
+    out = capsys.readouterr().out
+    assert "2 rows of 33 bytes, 2 pairs each" in out and "p(own value)" in out
