@@ -257,7 +257,8 @@ def test_recall_keys_script_finds_every_query_and_its_distractors(ckpts, data_fi
             assert row[q + 1:q + 1 + KEY_LEN] == row[q - gap + 1:q - gap + 1 + KEY_LEN]  # the same key
             assert len(others) <= 3
         assert max(len(o) for _, _, o in found) >= 1
-    monkeypatch.setattr("sys.argv", ["recall_keys.py", str(ckpts["hope"]), "--rows", "2", "--data", str(data_file)])
+    monkeypatch.setattr("sys.argv", ["recall_keys.py", str(ckpts["hope"]), "--rows", "2", "--length", "64",
+                                     "--data", str(data_file)])
     script.main()
     out = capsys.readouterr().out
-    assert "2 rows of 33 bytes, 2 pairs each" in out and "p(own value)" in out
+    assert "2 rows of 65 bytes, 3 pairs each" in out and "p(own value)" in out
