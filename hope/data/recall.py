@@ -51,14 +51,21 @@ def _filler(rng: random.Random, source: torch.Tensor, n: int) -> torch.Tensor:
     return source[start:start + n].long()
 
 
+def _write(key: bytes, value: bytes) -> torch.Tensor:
+    return torch.tensor([OPEN, *key, SEP, *value, CLOSE], dtype=torch.long)
+
+
+def _query(key: bytes, value: bytes) -> torch.Tensor:
+    """The key asked again, followed by the value a model should recall (the scored bytes)."""
+    return torch.tensor([OPEN, *key, SEP, *value], dtype=torch.long)
+
+
 def make_episode(rng: random.Random, gap: int, filler: torch.Tensor, prefix: int = 0,
                  key_len: int = KEY_LEN, value_len: int = VALUE_LEN) -> RecallEpisode:
     """One episode with `gap` filler bytes between write and query, after `prefix` filler bytes."""
     key = bytes(rng.choice(KEY_ALPHABET) for _ in range(key_len))
     value = bytes(rng.choice(VALUE_ALPHABET) for _ in range(value_len))
-    head = torch.tensor([OPEN, *key, SEP, *value, CLOSE], dtype=torch.long)
-    query = torch.tensor([OPEN, *key, SEP, *value], dtype=torch.long)
-    tokens = torch.cat([_filler(rng, filler, prefix), head, _filler(rng, filler, gap), query])
+    tokens = torch.cat([_filler(rng, filler, prefix), _write(key, value), _filler(rng, filler, gap), _query(key, value)])
     return RecallEpisode(tokens=tokens, value_start=len(tokens) - value_len, gap=gap)
 
 
@@ -95,11 +102,8 @@ def _scattered_row(rng: random.Random, length: int, filler: torch.Tensor, episod
     written: set[int] = set()
     events: list[torch.Tensor] = []
     for i in order:
-        if i in written:
-            events.append(torch.tensor([OPEN, *keys[i], SEP, *values[i]], dtype=torch.long))
-        else:
-            written.add(i)
-            events.append(torch.tensor([OPEN, *keys[i], SEP, *values[i], CLOSE], dtype=torch.long))
+        events.append(_query(keys[i], values[i]) if i in written else _write(keys[i], values[i]))
+        written.add(i)
     text = _filler(rng, filler, length - sum(len(e) for e in events))  # one contiguous span, cut 2n times
     cuts = sorted(rng.randint(0, len(text)) for _ in range(len(events)))
     pieces, prev = [], 0
