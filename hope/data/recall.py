@@ -65,7 +65,8 @@ def make_episode(rng: random.Random, gap: int, filler: torch.Tensor, prefix: int
     """One episode with `gap` filler bytes between write and query, after `prefix` filler bytes."""
     key = bytes(rng.choice(KEY_ALPHABET) for _ in range(key_len))
     value = bytes(rng.choice(VALUE_ALPHABET) for _ in range(value_len))
-    tokens = torch.cat([_filler(rng, filler, prefix), _write(key, value), _filler(rng, filler, gap), _query(key, value)])
+    tokens = torch.cat([_filler(rng, filler, prefix), _write(key, value),
+                        _filler(rng, filler, gap), _query(key, value)])
     return RecallEpisode(tokens=tokens, value_start=len(tokens) - value_len, gap=gap)
 
 
