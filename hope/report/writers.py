@@ -383,8 +383,9 @@ def continual_report_md(metrics: Mapping[str, Any]) -> str:
 
 
 def _num(value: Any, fmt: str = "{:+.4f}") -> str:
-    """A finite number in `fmt` (signed by default: gains), else n/a."""
-    return fmt.format(value) if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
+    """`_fmt` for the meta report's gains (signed by default), where anything but a finite number reads n/a."""
+    finite = isinstance(value, (int, float)) and math.isfinite(value)
+    return _fmt(value, fmt) if finite else "n/a"
 
 
 def meta_report_md(metrics: dict[str, Any]) -> str:
