@@ -27,6 +27,12 @@ AMP_DTYPES = ("bf16", "fp16")
 CMS_KINDS = ("chain", "mlp")
 CMS_OBJECTIVES = ("surrogate", "task")
 BANK_INPUTS = ("block", "context")
+MEMORY_KINDS = ("linear", "mlp")
+# Keys that existed once and were removed, with the reason a user reads when an old config still sets them.
+REMOVED_KEYS = {
+    "memory_momentum": "memory_momentum was removed: the memory's write is now the exact delta rule, which has no "
+                       "momentum (docs/architecture.md, 'Exact in-chunk semantics'); delete the key",
+}
 
 
 class ConfigError(HopeError):
@@ -87,14 +93,16 @@ class Config:
     attn_window: int = 64
     dropout: float = 0.0
     # ---- memory
+    memory_kind: str = "linear"
     memory_capacity: int = 64
     top_k: int = 4
-    bank_input: str = "block"
+    bank_input: str = "context"
+    bank_writes: int = 8
+    bank_aging: float = 0.9995
     error_decay: float = 0.9
     surprise_scale: Schedule = field(default_factory=lambda: Schedule(1.0, 1.0, 0))
     mem_write: Schedule = field(default_factory=lambda: Schedule(1.0, 1.0, 0))
     memory_hidden_mult: float = 2.0
-    memory_momentum: bool = True
     self_modifying: bool = True
     cms: str = "chain"
     cms_objective: str = "surrogate"
@@ -196,6 +204,8 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     kwargs = {}
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names and cls is Config and key in REMOVED_KEYS:
+            raise ConfigError(REMOVED_KEYS[key])
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
             hint = f" (did you mean '{(prefix + '.' if prefix else '') + close[0]}'?)" if close else ""
@@ -325,6 +335,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got '{cfg.amp_dtype}'")
     if cfg.cms not in CMS_KINDS:
         raise ConfigError(f"cms must be one of {', '.join(CMS_KINDS)}, got '{cfg.cms}'")
+    if cfg.memory_kind not in MEMORY_KINDS:
+        raise ConfigError(f"memory_kind must be one of {', '.join(MEMORY_KINDS)}, got '{cfg.memory_kind}'")
+    if cfg.bank_writes < 1:
+        raise ConfigError(f"bank_writes must be >= 1, got {cfg.bank_writes}")
+    if not 0 < cfg.bank_aging <= 1:
+        raise ConfigError(f"bank_aging must be in (0, 1], got {cfg.bank_aging}")
     if cfg.bank_input not in BANK_INPUTS:
         raise ConfigError(f"bank_input must be one of {', '.join(BANK_INPUTS)}, got '{cfg.bank_input}'")
     if cfg.cms_objective not in CMS_OBJECTIVES:

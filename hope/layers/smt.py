@@ -1,92 +1,126 @@
-"""Self-modifying Titans memory (HOPE's long-term memory, Nested Learning §8 / architecture.md §3).
+"""Self-modifying Titans memory (HOPE's long-term memory, Nested Learning §8 / architecture.md §3, §3b).
 
-Per head, three fast-weight MLP memories ("boxes") live in the carried state:
-    M_k  produces keys      k_t = normalize(M_k(x_t))
-    M_v  produces values    v_t = M_v(x_t)
-    M    is the memory      o_t = M_t(q_t),  q_t = normalize(x_t W_q)   (q static: gap 2 of architecture.md)
-Each box writes with delta gradient descent on its own self-generated target v_hat = M_box(v_t) (eq. 88,
-inner stop-gradient by construction of the hand-written gradient in `hope.ops.memory`), gated by
-data-dependent eta (inner lr), alpha (retention) and beta (Titans momentum). Within a chunk of
-`update_frequencies.mem_write` tokens all boxes take their gradients at the state left by the previous chunk
-(gap 1: never the end of the current chunk), and k, v are read from M_k, M_v at that same state.
+Per head, three fast-weight memories ("boxes", `memory_kind: linear | mlp`, see `hope.ops.memory`) live in the
+carried state as their learned change ``D = W - W_0`` from a meta-learned prior ``W_0``:
+    M_k  produces keys      k_t = normalize(M_k(z_t))
+    M_v  produces values    v_t = normalize(M_v(z_t))
+    M    is the memory      o_t = M_t(q_t),  q_t = normalize(W_q u_t)   (q static: gap 2 of architecture.md)
+with ``u`` the causal depthwise conv (window 4) of the input and ``z = normalize(u)`` per head. Every box writes
+with the delta rule (eq. 88 with the dot-product objective) on its own self-generated target
+``v_hat_box = M_box(v_t)`` (a constant of the inner rule, so the target cannot collapse), gated by a
+data-dependent inner rate eta in [0, 1] and retention alpha (which decays ``D``: forgetting returns to ``W_0``).
 
-With `self_modifying: false` the k/v boxes are replaced by static projections and the memory's target is v
-itself: this is plain Titans (used by the ablations and the benchmark against titans-pytorch).
+Chunks of `update_frequencies.mem_write` tokens: k, v and the targets are read from the boxes at the state left
+by the previous chunk (gap 1: never a later one), then every box's write of the chunk is *exact*: token t's write
+sees the writes of tokens < t of the same chunk (`hope.ops.memory`). So the chunk size is the rate at which the
+boxes' *outputs* follow their own writes (the self-modification), never an approximation of the write itself.
 
-Surprise (architecture.md §4) is the memory's associative error ||M(k_t) - v_hat_t||^2 at the chunk-start
-state, normalised by running mean/variance (EMA with `error_decay`, updated once per committed chunk) and
-multiplied by `surprise_scale`; it raises the inner learning rate inside its sigmoid and is returned for the
-episodic bank's write gate.
+With `self_modifying: false` the k/v boxes are replaced by static projections and the target is v itself:
+plain Titans with the delta rule (ablations; the benchmark against titans-pytorch).
+
+Surprise (architecture.md §4) is the memory box's error ``|M(k_t) - v_hat_t|^2`` at the chunk-start state (in the
+units of the write, ``|kappa D^T - tau|^2``), normalised per token by running mean/variance statistics of those
+per-token errors: an EMA over chunks (`error_decay`) once a chunk has been committed, and the causal prefix
+statistics of the first chunk of a fresh stream before that, so the spread is O(1) from the first bytes. It
+raises the inner rate inside its sigmoid (times `surprise_scale`) and drives the episodic bank's write gate.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from hope.layers.chunking import state_dtype
-from hope.ops.memory import commit_chunk, commit_rows, decays_per_chunk, memory_apply, read_chunk, write_factors
+from hope.ops.memory import KINDS, ChunkPlan, box_apply, commit_chunk, features, plan_chunk, read_chunk, write_chunk, write_inputs
 
-ETA_MAX = 0.5  # bound on the inner lr: with unit keys and the eq.-88 preconditioner the erase term is doubled (gap 4)
 SURPRISE_CLIP = 3.0  # normalised surprise is clipped to +-3 standard deviations
+RETENTION_INIT = 8.5  # alpha = sigmoid(8.5) = 1 - 2.0e-4: a half-life of ~3400 bytes at init (architecture.md §3b)
+
+
+class SMTState(NamedTuple):
+    """The SMT's carried state."""
+
+    change: Tensor  # (B, boxes, H, d, f) learned change W - W_0 of each box (memory, k, v); f = d or the mlp hidden
+    err_mean: Tensor  # (B, H) running mean of the per-token surprise error
+    err_sq: Tensor  # (B, H) running mean of its square
+    seen: Tensor  # (B, H) 1 once a chunk of this stream has been committed (statistics exist), else 0
+    conv: Tensor  # (B, 3, C) the last three inputs of the causal conv
 
 
 class SelfModifyingMemory(nn.Module):
-    def __init__(self, dim: int, num_heads: int, hidden_mult: float, chunk: int, *, momentum: bool = True,
+    def __init__(self, dim: int, num_heads: int, hidden_mult: float, chunk: int, *, kind: str = "linear",
                  self_modifying: bool = True, error_decay: float = 0.9):
         super().__init__()
-        self.num_heads, self.head_dim = num_heads, dim // num_heads
-        self.hidden = max(1, int(round(hidden_mult * self.head_dim)))
-        self.chunk, self.momentum, self.self_modifying, self.error_decay = chunk, momentum, self_modifying, error_decay
-        self.boxes = 3 if self_modifying else 1  # box order along the head axis: memory, k, v
-        d, h, H = self.head_dim, self.hidden, num_heads
+        if kind not in KINDS:
+            raise ValueError(f"memory kind must be one of {list(KINDS)}, got {kind!r}")
+        self.num_heads, self.head_dim, self.kind = num_heads, dim // num_heads, kind
+        self.chunk, self.self_modifying, self.error_decay = chunk, self_modifying, error_decay
+        self.boxes = 3 if self_modifying else 1  # box order: memory, k, v
+        d, H, n = self.head_dim, num_heads, self.boxes
         self.conv = nn.Conv1d(dim, dim, kernel_size=4, groups=dim)  # causal depthwise conv, window 4 (left cache)
         self.q_proj = nn.Linear(dim, dim, bias=False)
         self.kv_proj = None if self_modifying else nn.Linear(dim, 2 * dim, bias=False)
-        # Meta-learned initial states M_box,0 (ordinary parameters, trained through the writes).
-        self.init_w1 = nn.Parameter(torch.randn(self.boxes * H, d, h) * 0.02)  # (3H, d, h)
-        self.init_w2 = nn.Parameter(torch.randn(self.boxes * H, h, d) / math.sqrt(d))  # (3H, h, d)
-        # Data-dependent gates per head: eta (inner lr), alpha (retention), beta (momentum decay).
-        self.gates = nn.Linear(dim, 3 * H)
+        # Meta-learned priors W_0 (ordinary parameters, no weight decay, trained through the writes). The k and v
+        # boxes start as different maps (architecture.md §3b: identical boxes gave k = v).
+        if kind == "linear":
+            eye = torch.eye(d).expand(H, d, d)
+            rand = [torch.linalg.qr(torch.randn(H, d, d))[0] for _ in range(n - 1)]  # random rotations
+            self.prior_w = nn.Parameter(torch.stack([eye, *rand]))  # (boxes, H, d, d): memory box = identity
+            self.hidden = d
+        else:
+            self.hidden = h = max(1, int(round(hidden_mult * d)))
+            w1 = torch.randn(n, H, d, h) / math.sqrt(h)
+            w1[0] *= 0.02 * math.sqrt(h)  # memory box ~ identity through its residual; k/v boxes visibly not
+            self.prior_w1 = nn.Parameter(w1)  # (boxes, H, d, h)
+            self.prior_w2 = nn.Parameter(torch.randn(n, H, h, d) / math.sqrt(d))  # (boxes, H, h, d)
+        # Data-dependent gates per head: eta (inner rate) and alpha (retention).
+        self.gates = nn.Linear(dim, 2 * H)
         self.gates.zero_init = True  # keep the gate init below (the shell's normal init would undo it)
         with torch.no_grad():
             nn.init.normal_(self.gates.weight, std=0.002)
-            self.gates.bias.view(3, H)[0].fill_(0.0)  # eta = 0.5 * sigmoid(0) = 0.25 at init
-            self.gates.bias.view(3, H)[1].fill_(5.0)  # alpha ~ 0.993: keep almost everything
-            self.gates.bias.view(3, H)[2].fill_(0.0)  # beta = 0.5
+            self.gates.bias.view(2, H)[0].fill_(0.0)  # eta = sigmoid(0) = 0.5
+            self.gates.bias.view(2, H)[1].fill_(RETENTION_INIT)
         self.out_norm = nn.RMSNorm(d)
         self.proj = nn.Linear(dim, dim, bias=False)
 
-    # ------------------------------------------------------------------ state
-    def init_state(self, batch: int, device: torch.device) -> dict:
-        w1 = self.init_w1.to(state_dtype(self.init_w1)).unsqueeze(0).expand(batch, -1, -1, -1)  # (B, 3H, d, h), fp32 even under autocast
-        w2 = self.init_w2.to(state_dtype(self.init_w2)).unsqueeze(0).expand(batch, -1, -1, -1)
-        mom = (torch.zeros_like(w1), torch.zeros_like(w2)) if self.momentum else None
-        zeros = torch.zeros(batch, self.num_heads, device=device, dtype=state_dtype(self.init_w1))
-        return {"w": (w1.to(device), w2.to(device)), "mom": mom, "err_mean": zeros, "err_var": zeros + 1.0,
-                "conv": torch.zeros(batch, 3, self.conv.in_channels, device=device, dtype=state_dtype(self.init_w1))}
+    def prior(self, dtype: torch.dtype) -> tuple[Tensor, ...]:
+        """The boxes' priors as ``(1, boxes, H, ...)`` tensors (broadcast over the batch) in the state dtype."""
+        ws = (self.prior_w,) if self.kind == "linear" else (self.prior_w1, self.prior_w2)
+        return tuple(w.to(dtype).unsqueeze(0) for w in ws)
 
-    def eta_bound(self, beta: torch.Tensor) -> torch.Tensor | float:
-        """Largest inner lr that keeps a chunk's write stable (gap 4 of architecture.md).
+    def init_state(self, batch: int, device: torch.device) -> SMTState:
+        dt = state_dtype(self.q_proj.weight)
+        zeros = torch.zeros(batch, self.num_heads, device=device, dtype=dt)
+        change = torch.zeros(batch, self.boxes, self.num_heads, self.head_dim, self.hidden, device=device, dtype=dt)
+        return SMTState(change, zeros, zeros, zeros, torch.zeros(batch, 3, self.conv.in_channels, device=device, dtype=dt))
 
-        With unit keys one delta step is stable for eta <= ETA_MAX. Inside a chunk all C gradients are taken at
-        the same state, so C similar keys add up to C steps in one direction: bound the per-token rate by
-        ETA_MAX / C (C = 1 is the exact rule with the full bound). Momentum accumulates a geometric series of
-        steps, eta / (1 - beta) in the steady state, so the bound is multiplied by (1 - beta).
-        """
-        bound = ETA_MAX / self.chunk
-        return bound * (1 - beta) if self.momentum else bound
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+    def _heads(self, x: Tensor) -> Tensor:
         B, L, _ = x.shape
         return x.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d)
 
-    # ------------------------------------------------------------------ forward
-    def forward(self, x: torch.Tensor, state: dict, n_commit: int, mem_gate: float, surprise_scale: float,
-                n_out: int | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def _surprise(self, err: Tensor, mean: Tensor, sq: Tensor, seen: Tensor) -> Tensor:
+        """Normalised surprise ``(B, H, c)`` of a chunk's per-token errors ``err (B, H, c)``: by the running
+        statistics once they exist, else by the causal prefix statistics of this chunk (token t sees 0..t)."""
+        n = torch.arange(1, err.shape[-1] + 1, dtype=err.dtype, device=err.device)
+        fresh = seen[..., None] == 0  # (B, H, 1)
+        mean = torch.where(fresh, err.cumsum(-1) / n, mean[..., None])
+        sq = torch.where(fresh, err.pow(2).cumsum(-1) / n, sq[..., None])
+        var = (sq - mean.pow(2)).clamp_min(0) + (0.01 * mean).pow(2) + 1e-12  # floors: identical errors, zeros
+        return ((err - mean) / var.sqrt()).clamp(-SURPRISE_CLIP, SURPRISE_CLIP)
+
+    def _statistics(self, err: Tensor, mean: Tensor, sq: Tensor, seen: Tensor) -> tuple[Tensor, Tensor]:
+        """EMA (over chunks, `error_decay`) of the per-token error and its square after a committed chunk; a
+        fresh stream starts from its first chunk's statistics."""
+        m, s = err.mean(-1), err.pow(2).mean(-1)  # (B, H)
+        d, fresh = self.error_decay, seen == 0
+        return torch.where(fresh, m, d * mean + (1 - d) * m), torch.where(fresh, s, d * sq + (1 - d) * s)
+
+    def forward(self, x: Tensor, state: SMTState, n_commit: int, mem_gate: float, surprise_scale: float,
+                n_out: int | None = None) -> tuple[Tensor, Tensor, SMTState]:
         """x (B, L, C): the uncommitted tail followed by new inputs; state at the tail's start.
 
         Returns the memory read of the last `n_out` tokens (B, n_out, C) (default all L: the caller discards the
@@ -95,76 +129,56 @@ class SelfModifyingMemory(nn.Module):
         """
         B, L, C = x.shape
         n_out = L if n_out is None else n_out
-        H, boxes, chunk = self.num_heads, self.boxes, self.chunk
+        H, chunk, kind = self.num_heads, self.chunk, self.kind
         if n_commit % chunk or n_commit > L:
             raise ValueError(f"n_commit ({n_commit}) must be a multiple of the chunk size {chunk} and <= {L}")
         fd = state_dtype(x)
-        ext = torch.cat([state["conv"].to(x.dtype), x], dim=1)  # (B, 3 + L, C)
+        ext = torch.cat([state.conv.to(x.dtype), x], dim=1)  # (B, 3 + L, C)
         # Causal depthwise conv (window 4) as four shifted multiply-adds: the same sum as self.conv, without the
         # conv kernel's fixed cost (several times the arithmetic at generation's one-token calls).
         wc = self.conv.weight[:, 0]  # (C, 4)
         u = self.conv.bias + ext[:, :L] * wc[:, 0]  # (B, L, C): causal, sees 3 tokens of the past
         for j in range(1, 4):
             u = u + ext[:, j:j + L] * wc[:, j]
-        q = F.normalize(self._heads(self.q_proj(u)).to(fd), dim=-1)  # (B, H, L, d)
-        if self.kv_proj is None:
-            z = F.normalize(self._heads(u).to(fd), dim=-1)  # (B, H, L, d): unit inputs keep the delta rule stable
-            streams = (z.split(chunk, dim=2),)
-        else:
-            k_all, v_all = (self._heads(t).to(fd) for t in self.kv_proj(u).chunk(2, dim=-1))  # static (plain Titans)
-            streams = (F.normalize(k_all, dim=-1).split(chunk, dim=2), F.normalize(v_all, dim=-1).split(chunk, dim=2))
-        logits = self.gates(u).to(fd).view(B, L, 3, H).permute(2, 0, 3, 1)  # (3, B, H, L)
+        logits = self.gates(u).to(fd).view(B, L, 2, H).permute(2, 0, 3, 1)  # (2, B, H, L)
         # mem_write gate 0 freezes the memory at its init: no writes (eta = 0) and no forgetting (alpha = 1)
-        eta_logit, beta = logits[0], torch.sigmoid(logits[2])
-        alpha = 1 - mem_gate * (1 - torch.sigmoid(logits[1]))
-        bound = self.eta_bound(beta)  # (B, H, L) with momentum, else a float
-
-        # Boxes as the leading axis inside the loop: (B, boxes*H, ...) -> (boxes, B, H, ...), copied once per call,
-        # so that the memory box [:1] and the k/v boxes [1:] are contiguous blocks whose (box, B, H) batch dims
-        # flatten into one bmm batch without a copy of the state. k, v, q and the gates are shared by the boxes
-        # and broadcast over that axis (size 1).
-        def unflat(ws):
-            return None if ws is None else tuple(t.view(B, boxes, H, *t.shape[2:]).transpose(0, 1).contiguous() for t in ws)
-
-        w, mom = unflat(state["w"]), unflat(state["mom"])
-        err_mean, err_var = state["err_mean"], state["err_var"]
-        outs, surprises = [], []
+        alpha = 1 - mem_gate * (1 - torch.sigmoid(logits[1]))  # (B, H, L)
         with torch.autocast(device_type=x.device.type, enabled=False):  # fast weights stay fp32
-            decays = decays_per_chunk(alpha.unsqueeze(0), beta.unsqueeze(0) if self.momentum else None, chunk)
-            gates = (eta_logit.split(chunk, dim=2), bound.split(chunk, dim=2) if self.momentum else None)
-            for n, (d_n, q_n) in enumerate(zip(decays, q.split(chunk, dim=2))):
+            q = F.normalize(self._heads(self.q_proj(u)).to(fd), dim=-1)  # (B, H, L, d)
+            if self.kv_proj is None:
+                inputs = F.normalize(self._heads(u).to(fd), dim=-1)  # (B, H, L, d) the boxes' input z
+            else:  # plain Titans: static keys and values
+                inputs = torch.cat([F.normalize(self._heads(t).to(fd), dim=-1) for t in self.kv_proj(u).chunk(2, -1)], -1)
+            prior = self.prior(fd)
+            mem_prior = tuple(w[:, :1] for w in prior)
+            change, mean, sq, seen = state.change, state.err_mean, state.err_sq, state.seen
+            outs, surprises = [], []
+            for n, start in enumerate(range(0, L, chunk)):
+                c = min(chunk, L - start)
+                z, q_n = inputs[:, None, :, start:start + c], q[:, None, :, start:start + c]  # (B, 1, H, c, *)
                 if self.kv_proj is None:
-                    # k, v from the k/v boxes at the chunk-start state; the memory box's state and momentum are
-                    # split off as views so that no copy of the state is read or written for them.
-                    (w1m, w1kv), (w2m, w2kv) = (t.split([1, boxes - 1], dim=0) for t in w)
-                    kv = F.normalize(memory_apply((w1kv, w2kv), streams[0][n], "mlp"), dim=-1)  # (2, B, H, c, d)
-                    k, v = kv.unsqueeze(1).unbind(0)  # 2 x (1, B, H, c, d)
+                    # k, v from the k/v boxes at the chunk-start state; every box's target v_hat = M_box(v).
+                    kv = F.normalize(box_apply(tuple(w[:, 1:] for w in prior), change[:, 1:], z, kind), dim=-1)
+                    k, v = kv.split(1, dim=1)  # (B, 1, H, c, d) each
+                    v_hat = box_apply(prior, change, v, kind)  # (B, boxes, H, c, d)
                 else:
-                    (w1m, w2m), k, v = w, streams[0][n].unsqueeze(0), streams[1][n].unsqueeze(0)
-                # All boxes' gradient factors at the chunk-start state, and the error e = M(k) - v_hat of each box;
-                # the memory box's squared error is the momentary surprise (no second pass over the memory).
-                factors, e, _ = write_factors(w, k, v, kind="mlp", self_target=self.self_modifying, precondition=True)
-                err = e[0].pow(2).sum(-1)  # (B, H, c)
-                surprise = ((err - err_mean[..., None]) / (err_var[..., None] + 1e-6).sqrt()).clamp(-SURPRISE_CLIP, SURPRISE_CLIP)
-                b_n = gates[1][n] if self.momentum else bound
-                eta = (b_n * torch.sigmoid(gates[0][n] + surprise_scale * surprise) * mem_gate).unsqueeze(0)  # (1, B, H, c)
-                if (n + 1) * chunk > L - n_out:  # a chunk with tokens whose read is wanted
-                    # Read of the memory box only (the k/v boxes' reads would be thrown away).
-                    coef = d_n.keep * -eta.unsqueeze(-2)  # (1, B, H, c, c)
-                    mem_factors = tuple((l[:1], r[:1]) for l, r in factors)
-                    mem_mom = None if mom is None else tuple(t[:1] for t in mom)
-                    o = read_chunk((w1m, w2m), mem_mom, q_n.unsqueeze(0), mem_factors, d_n.decay, d_n.carry, coef,
-                                   "mlp")
-                    outs.append(o[0])  # (B, H, c, d)
+                    k, v_hat = z.chunk(2, dim=-1)  # (B, 1, H, c, d): the target is v itself
+                kappa, tau = write_inputs(prior, k, v_hat, kind)  # (B, 1|boxes, H, c, f), (B, boxes, H, c, d)
+                err = (kappa[:, 0] @ change[:, 0].mT - tau[:, 0]).pow(2).sum(-1)  # (B, H, c) memory box error at W_c
+                surprise = self._surprise(err, mean, sq, seen)
+                eta = torch.sigmoid(logits[0][:, :, start:start + c] + surprise_scale * surprise) * mem_gate
+                plan = plan_chunk(kappa, eta[:, None], alpha[:, None, :, start:start + c])  # (B, 1|boxes, H, ...)
+                written = write_chunk(change, kappa, tau, plan)  # (B, boxes, H, c, d)
+                if start + c > L - n_out:  # a chunk with tokens whose read is wanted: the memory box only
+                    fq, base_q = features(mem_prior, q_n, kind)
+                    mem_plan = ChunkPlan(*(p[:, :1] for p in plan))
+                    outs.append((base_q + read_chunk(change[:, :1], fq, kappa[:, :1], written[:, :1], mem_plan))[:, 0])
                 surprises.append(surprise.mean(1))  # (B, c)
-                if (n + 1) * chunk <= n_commit:
-                    w, mom = commit_chunk(w, mom, factors, commit_rows(d_n, eta, chunk - 1))
-                    m = err.mean(-1)  # (B, H)
-                    err_var = self.error_decay * err_var + (1 - self.error_decay) * (m - err_mean).pow(2)
-                    err_mean = self.error_decay * err_mean + (1 - self.error_decay) * m
-        o = torch.cat(outs, dim=2)[:, :, -n_out:]  # (B, H, n_out, d)
+                if start + c <= n_commit:
+                    change = commit_chunk(change, kappa, written, plan)
+                    mean, sq = self._statistics(err, mean, sq, seen)
+                    seen = torch.ones_like(seen)
+            o = torch.cat(outs, dim=2)[:, :, -n_out:]  # (B, H, n_out, d)
         y = self.out_norm(o.to(x.dtype)).transpose(1, 2).reshape(B, n_out, C)
-        flat = lambda ws: None if ws is None else tuple(t.transpose(0, 1).reshape(B, boxes * H, *t.shape[3:]) for t in ws)  # noqa: E731
-        new_state = {"w": flat(w), "mom": flat(mom), "err_mean": err_mean, "err_var": err_var,
-                     "conv": ext[:, n_commit:n_commit + 3].to(fd)}
+        new_state = SMTState(change, mean, sq, seen, ext[:, n_commit:n_commit + 3].to(fd))
         return self.proj(y), torch.cat(surprises, dim=1), new_state

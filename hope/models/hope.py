@@ -12,15 +12,30 @@ tokens; the inputs of a partial chunk are kept as a tail and replayed (see `hope
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from hope.config import Config
 from hope.layers.attention import SlidingWindowAttention
 from hope.layers.chunking import committed_length, state_dtype, with_tail
-from hope.layers.cms import ContinuumMemory
-from hope.layers.episodic import EpisodicBank
-from hope.layers.smt import SelfModifyingMemory
+from hope.layers.cms import CMSState, ContinuumMemory
+from hope.layers.episodic import BankState, EpisodicBank
+from hope.layers.smt import SelfModifyingMemory, SMTState
+
+
+class BlockState(NamedTuple):
+    """Everything one HOPE block carries along a stream. A tail holds the inputs of a memory's partial chunk,
+    replayed in front of the next call (`hope.layers.chunking`)."""
+
+    attn: dict | None  # sliding-window KV cache {"k", "v"} (B, H, L, d)
+    smt: SMTState
+    mem_tail: Tensor  # (B, t, C) SMT inputs since its last committed chunk
+    bank: BankState | None  # None without a bank (memory_capacity: 0)
+    bank_tail: Tensor  # (B, t, C) bank inputs since the last committed chunk (bank_input: context)
+    cms: CMSState | None  # None for cms: mlp
+    cms_tail: Tensor  # (B, t', C) fast-CMS inputs since its last committed chunk
 
 
 class HopeBlock(nn.Module):
@@ -31,35 +46,35 @@ class HopeBlock(nn.Module):
         self.norm1, self.norm2 = nn.RMSNorm(dim), nn.RMSNorm(dim)
         self.attn = SlidingWindowAttention(dim, cfg.num_heads, cfg.attn_window, cfg.dropout)
         self.smt = SelfModifyingMemory(dim, cfg.num_heads, cfg.memory_hidden_mult, freq.mem_write,
-                                       momentum=cfg.memory_momentum, self_modifying=cfg.self_modifying,
+                                       kind=cfg.memory_kind, self_modifying=cfg.self_modifying,
                                        error_decay=cfg.error_decay)
-        self.bank = (EpisodicBank(dim, cfg.memory_capacity, cfg.top_k, freq.mem_write, max(1, freq.mem_write // 8))
+        self.bank = (EpisodicBank(dim, cfg.memory_capacity, cfg.top_k, freq.mem_write, cfg.bank_writes, cfg.bank_aging)
                      if cfg.memory_capacity > 0 else None)
         self.bank_input = cfg.bank_input
         self.mix_gate = nn.Parameter(torch.zeros(dim))  # g = sigmoid(0) = 0.5 per channel
         self.cms = ContinuumMemory(dim, int(cfg.ff_mult * dim), freq.error_update, cfg.cms, cfg.cms_objective)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> dict:
+    def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> BlockState:
         dim = self.norm1.normalized_shape[0]
         empty = torch.zeros(batch, 0, dim, device=device, dtype=state_dtype(self.norm1.weight))
-        return {"attn": self.attn.empty_cache(batch, device, dtype),
-                "smt": self.smt.init_state(batch, device), "mem_tail": empty,
-                "bank": self.bank.init_state(batch, device) if self.bank is not None else None, "bank_tail": empty,
-                "cms": self.cms.init_state(batch, device) if self.cms.has_fast else None, "cms_tail": empty}
+        return BlockState(self.attn.empty_cache(batch, device, dtype), self.smt.init_state(batch, device), empty,
+                          self.bank.init_state(batch, device) if self.bank is not None else None, empty,
+                          self.cms.init_state(batch, device) if self.cms.has_fast else None, empty)
 
-    def forward(self, x: torch.Tensor, pos: int, state: dict, mem_gate: float, surprise_scale: float) -> tuple[torch.Tensor, dict]:
+    def forward(self, x: Tensor, pos: int, state: BlockState, mem_gate: float, surprise_scale: float
+                ) -> tuple[Tensor, BlockState]:
         """x (B, T, C) at absolute positions pos.. ; returns the block output and its new state."""
         T = x.shape[1]
         h = self.norm1(x)
-        attn, cache = self.attn(h, pos, state["attn"])
-        mem_in = with_tail(state["mem_tail"].to(h.dtype), h)  # (B, t + T, C)
+        attn, cache = self.attn(h, pos, state.attn)
+        mem_in = with_tail(state.mem_tail.to(h.dtype), h)  # (B, t + T, C)
         n_commit = committed_length(mem_in.shape[1], self.mem_chunk)
         # Only the T new tokens' outputs are computed; the replayed tail's were returned by the previous call.
-        mem, surprise, smt_state = self.smt(mem_in, state["smt"], n_commit, mem_gate, surprise_scale, n_out=T)
+        mem, surprise, smt_state = self.smt(mem_in, state.smt, n_commit, mem_gate, surprise_scale, n_out=T)
         g = torch.sigmoid(self.mix_gate)
         mixed = g * attn + (1 - g) * mem
-        bank_state, bank_tail = None, state["bank_tail"]
+        bank_state, bank_tail = None, state.bank_tail
         if self.bank is not None:
             bank_in = mem_in
             if self.bank_input == "context":
@@ -68,21 +83,21 @@ class HopeBlock(nn.Module):
                 # keys and queries carry the window before them: a lookup by the key's bytes, not its last byte.
                 bank_in = with_tail(bank_tail.to(h.dtype), h + attn)  # (B, t + T, C), aligned with mem_in
                 bank_tail = bank_in[:, n_commit:].to(state_dtype(bank_in))
-            bank, bank_state = self.bank(bank_in, surprise, state["bank"], n_commit, mem_gate, surprise_scale, n_out=T)
+            bank, bank_state = self.bank(bank_in, surprise, state.bank, n_commit, mem_gate, surprise_scale, n_out=T)
             mixed = mixed + bank
         x = x + self.drop(mixed)
 
         h2 = self.norm2(x)
-        cms_state, cms_tail = None, state["cms_tail"]
+        cms_state, cms_tail = None, state.cms_tail
         if self.cms.has_fast and self.cms.objective == "task":  # read only: LanguageModel writes between chunks
-            ff, cms_state = self.cms(h2, state["cms"], 0, mem_gate)
+            ff, cms_state = self.cms(h2, state.cms, 0, mem_gate)
         elif self.cms.has_fast:
             cms_in = with_tail(cms_tail.to(h2.dtype), h2)
             n_cms = committed_length(cms_in.shape[1], self.cms_chunk)
-            ff, cms_state = self.cms(cms_in, state["cms"], n_cms, mem_gate, n_out=T)
+            ff, cms_state = self.cms(cms_in, state.cms, n_cms, mem_gate, n_out=T)
             cms_tail = cms_in[:, n_cms:].to(state_dtype(cms_in))
         else:
             ff, _ = self.cms(h2, None, 0, mem_gate)
         x = x + self.drop(ff)
-        return x, {"attn": cache, "smt": smt_state, "mem_tail": mem_in[:, n_commit:].to(state_dtype(mem_in)), "bank": bank_state,
-                   "bank_tail": bank_tail, "cms": cms_state, "cms_tail": cms_tail}
+        return x, BlockState(cache, smt_state, mem_in[:, n_commit:].to(state_dtype(mem_in)), bank_state, bank_tail,
+                             cms_state, cms_tail)

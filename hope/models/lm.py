@@ -19,7 +19,7 @@ through the reads and the step size through the step, but not through the inner 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,14 @@ from hope.config import Config
 from hope.models.baseline import TransformerBlock
 from hope.models.hope import HopeBlock
 from hope.tokenizer import VOCAB_SIZE
+
+
+class LMState(NamedTuple):
+    """A stream's state: what every block carries, and where the stream is."""
+
+    pos: int  # absolute position of the next byte
+    layers: list  # one state per block (HOPE: `BlockState`; baseline: {"attn": KV cache})
+    task_tail: torch.Tensor | None = None  # (B, t) cms_objective: task: bytes of the incomplete fast-CMS chunk
 
 
 class LanguageModel(nn.Module):
@@ -65,25 +73,25 @@ class LanguageModel(nn.Module):
     def set_schedules(self, mem_gate: float, surprise_scale: float) -> None:
         self.mem_gate, self.surprise_scale = float(mem_gate), float(surprise_scale)
 
-    def init_state(self, batch: int, device: torch.device | str | None = None) -> dict:
+    def init_state(self, batch: int, device: torch.device | str | None = None) -> LMState:
         device = torch.device(device) if device is not None else self.embed.weight.device
         dtype = self.embed.weight.dtype
-        state = {"pos": 0, "layers": [b.init_state(batch, device, dtype) for b in self.blocks]}
+        layers = [b.init_state(batch, device, dtype) for b in self.blocks]
         if self.cfg.cms_objective == "task":
             # Bytes of the current, incomplete fast-CMS chunk; "layers" hold the state committed at its start
             # (stream position pos - t), from which the next call replays them (`_task_stream`).
-            state["task_tail"] = torch.zeros(batch, 0, dtype=torch.long, device=device)  # (B, t)
-        return state
+            return LMState(0, layers, torch.zeros(batch, 0, dtype=torch.long, device=device))
+        return LMState(0, layers)
 
-    def _segment(self, idx: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+    def _segment(self, idx: torch.Tensor, state: LMState) -> tuple[torch.Tensor, LMState]:
         x = self.embed(idx)  # (B, T, C)
         layers = []
-        for block, layer_state in zip(self.blocks, state["layers"]):
-            x, new_state = block(x, state["pos"], layer_state, self.mem_gate, self.surprise_scale)
+        for block, layer_state in zip(self.blocks, state.layers):
+            x, new_state = block(x, state.pos, layer_state, self.mem_gate, self.surprise_scale)
             layers.append(new_state)
-        return self.head(self.norm(x)), {"pos": state["pos"] + idx.shape[1], "layers": layers}
+        return self.head(self.norm(x)), LMState(state.pos + idx.shape[1], layers, state.task_tail)
 
-    def _segments(self, idx: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+    def _segments(self, idx: torch.Tensor, state: LMState) -> tuple[torch.Tensor, LMState]:
         """idx (B, T) segment by segment (`seq_len`) with the state carried -> logits (B, T, 256), new state."""
         logits = []
         for start in range(0, idx.shape[1], self.cfg.seq_len):
@@ -91,7 +99,7 @@ class LanguageModel(nn.Module):
             logits.append(seg_logits)
         return (logits[0] if len(logits) == 1 else torch.cat(logits, dim=1)), state
 
-    def _task_stream(self, idx: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+    def _task_stream(self, idx: torch.Tensor, state: LMState) -> tuple[torch.Tensor, LMState]:
         """cms_objective: task. idx (B, T) -> logits (B, T, 256), new state.
 
         The incomplete chunk left by the previous call (`task_tail`) is replayed from the state committed at its
@@ -99,9 +107,9 @@ class LanguageModel(nn.Module):
         was split into calls: streaming equals one pass. A chunk that stays incomplete is read at the
         committed state and commits nothing; its bytes become the new tail.
         """
-        tail = state["task_tail"]  # (B, t)
+        tail = state.task_tail  # (B, t)
         seq = torch.cat([tail, idx], dim=1)  # (B, t + T)
-        committed = {"pos": state["pos"] - tail.shape[1], "layers": state["layers"]}  # pos: a chunk boundary
+        committed = LMState(state.pos - tail.shape[1], state.layers, tail[:, :0])  # pos: a chunk boundary
         chunk, n_seq = self.cfg.update_frequencies.error_update, seq.shape[1]
         n_commit = (n_seq // chunk) * chunk
         logits = []
@@ -112,9 +120,9 @@ class LanguageModel(nn.Module):
             chunk_logits, _ = self._segments(seq[:, n_commit:], committed)
             logits.append(chunk_logits)
         logits = torch.cat(logits, dim=1)[:, tail.shape[1]:]  # (B, T, 256): the replayed tail's were returned before
-        return logits, {"pos": state["pos"] + idx.shape[1], "layers": committed["layers"], "task_tail": seq[:, n_commit:]}
+        return logits, LMState(state.pos + idx.shape[1], committed.layers, seq[:, n_commit:])
 
-    def _task_chunk(self, idx: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+    def _task_chunk(self, idx: torch.Tensor, state: LMState) -> tuple[torch.Tensor, LMState]:
         """One complete fast-CMS chunk idx (B, C), read at the committed fast weights w_n of every block, then
         w_{n+1} = w_n - eta * grad_{w_n} L_n (Nested Learning eq. 71) with
 
@@ -136,24 +144,23 @@ class LanguageModel(nn.Module):
         outer = torch.is_grad_enabled()
         # Without an outer graph, detach even tensors that report requires_grad (a view of a parameter taken
         # under no_grad does, yet carries no graph to differentiate through).
-        fast = [tuple(w if outer and w.requires_grad else w.detach().requires_grad_() for w in layer["cms"]["w"])
-                for layer in state["layers"]]  # per block (w1 (B, 1, C, h), w2 (B, 1, h, C))
-        start = {"pos": state["pos"], "layers": [{**layer, "cms": {**layer["cms"], "w": w}}
-                                                 for layer, w in zip(state["layers"], fast)]}
+        fast = [layer.cms.change if outer and layer.cms.change.requires_grad else layer.cms.change.detach().requires_grad_()
+                for layer in state.layers]  # per block the fast change D (B, 1, C, h)
+        start = state._replace(layers=[layer._replace(cms=layer.cms._replace(change=d))
+                                       for layer, d in zip(state.layers, fast)])
         with torch.enable_grad():
             logits, end = self._segments(idx, start)  # (B, C, 256)
             at_least_fp32 = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))  # bf16 under autocast
             loss = F.cross_entropy(at_least_fp32.reshape(-1, VOCAB_SIZE), idx[:, 1:].reshape(-1), reduction="sum")
-            grads = torch.autograd.grad(loss, [t for w in fast for t in w], retain_graph=outer)
-        layers = [{**layer, "cms": {**layer["cms"], "w": block.cms.task_step(w, grads[2 * i:2 * i + 2], gate)}}
-                  for i, (block, layer, w) in enumerate(zip(self.blocks, end["layers"], fast))]
-        end = {"pos": end["pos"], "layers": layers}
+            grads = torch.autograd.grad(loss, fast, retain_graph=outer)
+        end = end._replace(layers=[layer._replace(cms=layer.cms._replace(change=block.cms.task_step(d, g, gate)))
+                                   for block, layer, d, g in zip(self.blocks, end.layers, fast, grads)])
         if not outer:
             logits, end = logits.detach(), _detached(end)
         return logits, end
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, state: dict | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, state: LMState | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, LMState]:
         """idx (B, T) int64 bytes; targets (B, T) or None; returns logits (B, T, 256), mean loss, new state."""
         if state is None:
             state = self.init_state(idx.shape[0], idx.device)
@@ -168,11 +175,13 @@ class LanguageModel(nn.Module):
 
 
 def _detached(tree: Any) -> Any:
-    """A copy of a nested state (dicts, lists, tuples of tensors) with every tensor detached."""
+    """A copy of a nested state (NamedTuples, dicts, lists of tensors) with every tensor detached."""
     if isinstance(tree, torch.Tensor):
         return tree.detach()
     if isinstance(tree, dict):
         return {key: _detached(value) for key, value in tree.items()}
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree)(*(_detached(value) for value in tree))
     if isinstance(tree, (list, tuple)):
         return type(tree)(_detached(value) for value in tree)
     return tree

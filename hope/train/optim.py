@@ -281,10 +281,20 @@ class CombinedOptimizer(Optimizer):
             opt.load_state_dict(sd)
 
 
+# The memories' meta-learned initial states (priors) and their gates are never decayed: weight decay would pull
+# every prior towards zero and every gate towards sigmoid(0), the collapse architecture.md §3b describes.
+NO_DECAY_MARKERS = ("prior_", "gates.", "write_score.")
+
+
+def decays(name: str, p: Tensor) -> bool:
+    """Whether weight decay applies: nanoGPT's split (tensors with ndim >= 2) minus the memory priors and gates."""
+    return p.ndim >= 2 and not any(marker in name for marker in NO_DECAY_MARKERS)
+
+
 def _decay_groups(named: list[tuple[str, Tensor]], weight_decay: float) -> list[dict[str, Any]]:
-    """nanoGPT's split: decay every tensor with ndim >= 2 (matrices, embeddings), not gains/biases/scalars."""
-    decay = [(n, p) for n, p in named if p.ndim >= 2]
-    no_decay = [(n, p) for n, p in named if p.ndim < 2]
+    """Decay matrices and embeddings (:func:`decays`), not gains, biases, scalars, memory priors or gates."""
+    decay = [(n, p) for n, p in named if decays(n, p)]
+    no_decay = [(n, p) for n, p in named if not decays(n, p)]
     groups = [dict(params=decay, weight_decay=weight_decay, lr_scale=1.0),
               dict(params=no_decay, weight_decay=0.0, lr_scale=1.0)]
     return [g for g in groups if g["params"]]
@@ -306,7 +316,8 @@ def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], optimizer_
         optimizer_type: one of :data:`OPTIMIZER_TYPES` (see the module docstring).
         lr: peak learning rate, the same for every group (``lr_scale`` 1.0); a schedule overwrites ``group["lr"]``.
         base_momentum: first-moment coefficient: AdamW beta1, SGD momentum, Muon momentum, M3 beta_1.
-        weight_decay: decoupled decay (L2 for SGD) on tensors with ``ndim >= 2``; 0 on the rest.
+        weight_decay: decoupled decay (L2 for SGD) on tensors with ``ndim >= 2`` except the memory priors and gates
+            (:data:`NO_DECAY_MARKERS`); 0 on the rest.
         beta2: second-moment coefficient of AdamW (and of the AdamW half of "muon"/"m3") and M3's beta_2.
         eps: denominator epsilon of AdamW and M3.
         m3_frequency: M3's f, optimiser steps per slow-momentum write.
@@ -330,7 +341,7 @@ def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], optimizer_
     if optimizer_type == "sgd":
         return torch.optim.SGD(_decay_groups(named, weight_decay), lr=lr, momentum=base_momentum, nesterov=False)
 
-    matrices = [(n, p) for n, p in named if p.ndim == 2 and not is_embedding_or_head(n)]
+    matrices = [(n, p) for n, p in named if p.ndim == 2 and decays(n, p) and not is_embedding_or_head(n)]
     matrix_ids = {id(p) for _, p in matrices}
     rest = [(n, p) for n, p in named if id(p) not in matrix_ids]
     children: list[Optimizer] = []
