@@ -25,8 +25,10 @@ from hope.models.lm import LanguageModel
 DT = torch.float64
 TOL = dict(rtol=0.0, atol=1e-10)
 MODEL_TYPES = ("hope", "baseline")
-# The invariants every model must keep (causality, streaming, isolation) also run on HOPE's context-keyed bank.
-VARIANTS = {"hope": ("hope", {}), "hope-context-bank": ("hope", {"bank_input": "context"}), "baseline": ("baseline", {})}
+# The invariants every model must keep (causality, streaming, isolation) also run on HOPE's other memory box and
+# on the bank keyed by the block input alone.
+VARIANTS = {"hope": ("hope", {}), "hope-mlp-memory": ("hope", {"memory_kind": "mlp"}),
+            "hope-block-bank": ("hope", {"bank_input": "block"}), "baseline": ("baseline", {})}
 MEM_WRITE, ERROR_UPDATE = 4, 8  # SMT/bank chunk and fast-CMS chunk of the tiny models
 SEQ_LEN = 32
 LONG = 75  # > seq_len (streaming segments) and not a multiple of any chunk size
@@ -74,8 +76,11 @@ def random_bytes(*shape: int, seed: int = 0) -> torch.Tensor:
 
 
 def leaves(tree: Any, path: str = "") -> Iterator[tuple[str, Any]]:
-    """(path, leaf) for every tensor / int / None in a nested state of dicts, lists and tuples."""
-    if isinstance(tree, dict):
+    """(path, leaf) for every tensor / int / None in a nested state of NamedTuples, dicts, lists and tuples."""
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        for key, value in zip(tree._fields, tree):
+            yield from leaves(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(tree, dict):
         for key, value in tree.items():
             yield from leaves(value, f"{path}.{key}" if path else str(key))
     elif isinstance(tree, (list, tuple)):
@@ -85,7 +90,7 @@ def leaves(tree: Any, path: str = "") -> Iterator[tuple[str, Any]]:
         yield path, tree
 
 
-def assert_states_close(a: dict, b: dict, **tol: float) -> None:
+def assert_states_close(a: Any, b: Any, **tol: float) -> None:
     la, lb = list(leaves(a)), list(leaves(b))
     assert [p for p, _ in la] == [p for p, _ in lb]
     for (path, x), (_, y) in zip(la, lb):
@@ -96,24 +101,19 @@ def assert_states_close(a: dict, b: dict, **tol: float) -> None:
             assert x == y, path
 
 
-def memory_leaves(state: dict, component: str) -> list[tuple[str, torch.Tensor]]:
-    """The in-context memory of every layer: component 'smt' (fast weights and momentum), 'cms' (fast level
-    weights) or 'bank' (keys, values, strengths)."""
+def memory_leaves(state: Any, component: str) -> list[tuple[str, torch.Tensor]]:
+    """The in-context memory of every layer: component 'smt' (the boxes' fast change), 'cms' (the fast level's
+    change) or 'bank' (keys, values, strengths)."""
     out = []
-    for i, layer in enumerate(state["layers"]):
-        sub = layer[component]
-        if component == "smt":
-            sub = {"w": sub["w"], "mom": sub["mom"]}
-        elif component == "cms":
-            sub = {"w": sub["w"]}
-        elif component == "bank":
-            sub = {k: sub[k] for k in ("keys", "values", "strength")}
-        out += [(f"layers[{i}].{component}.{p}", t) for p, t in leaves(sub) if isinstance(t, torch.Tensor)]
+    fields = {"smt": ("change",), "cms": ("change",), "bank": ("keys", "values", "strength")}[component]
+    for i, layer in enumerate(state.layers):
+        sub = getattr(layer, component)
+        out += [(f"layers[{i}].{component}.{f}", getattr(sub, f)) for f in fields]
     assert out, f"no {component} state"
     return out
 
 
-def same_memory(a: dict, b: dict, component: str) -> bool:
+def same_memory(a: Any, b: Any, component: str) -> bool:
     return all(torch.equal(x, y) for (_, x), (_, y) in zip(memory_leaves(a, component), memory_leaves(b, component)))
 
 
@@ -127,7 +127,7 @@ def test_randomised_hope_uses_every_component() -> None:
     idx = random_bytes(2, 40)
     with torch.no_grad():
         ref, _, state = model(idx)
-        assert all((layer["bank"]["strength"] > 0).any() for layer in state["layers"])
+        assert all((layer.bank.strength > 0).any() for layer in state.layers)
         for suffix in ("bank.out.weight", "cms.fast_gain", "smt.proj.weight", "attn.proj.weight"):
             ablated = copy.deepcopy(model)
             for name, p in ablated.named_parameters():
@@ -168,9 +168,9 @@ def test_streaming_equals_one_pass(variant: str, pieces: tuple[int, ...]) -> Non
     logits and the final state (fast weights, bank, tails, caches, position) agree."""
     model_type, overrides = VARIANTS[variant]
     state = assert_streaming_equals_one_pass(tiny_model(model_type, **overrides), pieces)
-    assert state["pos"] == LONG
+    assert state.pos == LONG
     if overrides.get("bank_input") == "context":  # the bank's own tail of attention outputs is carried
-        assert all(layer["bank_tail"].shape[1] == LONG % MEM_WRITE for layer in state["layers"])
+        assert all(layer.bank_tail.shape[1] == LONG % MEM_WRITE for layer in state.layers)
 
 
 def assert_streaming_equals_one_pass(model: torch.nn.Module, pieces: tuple[int, ...]) -> dict:
@@ -239,7 +239,7 @@ def test_sample_isolation(variant: str) -> None:
     if model_type == "hope":
         for component in ("smt", "cms", "bank"):
             for (path, x), (_, y) in zip(memory_leaves(sa, component), memory_leaves(sb, component)):
-                if path.endswith(".w[0]") or path.endswith("keys"):
+                if path.endswith(".change") or path.endswith("keys"):
                     assert not torch.equal(x[j], y[j]), f"{path} of sample {j} ignores its input"
 
 
@@ -267,10 +267,10 @@ def test_context_bank_keys_name_more_than_the_last_byte() -> None:
 # -------------------------------------------------------------------------------------------- gradients
 
 
-GRAD_REQUIRED = ("smt.q_proj.weight", "smt.init_w1", "smt.init_w2", "smt.gates.weight", "smt.gates.bias",
+GRAD_REQUIRED = ("smt.q_proj.weight", "smt.prior_w", "smt.gates.weight", "smt.gates.bias",
                  "bank.key.weight", "bank.query.weight", "bank.value.weight", "bank.write_score.weight",
                  "bank.write_score.bias", "bank.log_temperature", "bank.null_logit", "bank.out.weight",
-                 "cms.init_w1", "cms.init_w2", "cms.eta_logit", "cms.fast_gain", "cms.slow.up.weight",
+                 "cms.prior_w1", "cms.prior_w2", "cms.eta_logit", "cms.fast_gain", "cms.slow.up.weight",
                  "cms.slow.down.weight", "attn.qkv.weight", "attn.proj.weight", "mix_gate")
 
 
@@ -293,7 +293,7 @@ def test_gradient_flow() -> None:
         assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
         assert p.grad.abs().max() > 0, f"{name} gets a zero gradient"
         if name.endswith("smt.gates.bias"):
-            for gate, grad in zip(("eta", "alpha", "beta"), p.grad.view(3, H)):
+            for gate, grad in zip(("eta", "alpha"), p.grad.view(2, H)):
                 assert (grad != 0).all(), f"{name}: the {gate} head gets no gradient"
 
 
@@ -331,8 +331,8 @@ def test_mem_gate_zero_freezes_smt() -> None:
 def test_mem_gate_zero_freezes_cms_and_empties_bank() -> None:
     state, init = _run_with_gate(0.0)
     assert same_memory(state, init, "cms")
-    for layer in state["layers"]:
-        assert torch.equal(layer["bank"]["strength"], torch.zeros_like(layer["bank"]["strength"]))
+    for layer in state.layers:
+        assert torch.equal(layer.bank.strength, torch.zeros_like(layer.bank.strength))
 
 
 def test_mem_gate_one_writes_every_memory() -> None:
@@ -340,9 +340,8 @@ def test_mem_gate_one_writes_every_memory() -> None:
     for component in ("smt", "cms"):
         for (path, w), (_, w0) in zip(memory_leaves(state, component), memory_leaves(init, component)):
             assert not torch.equal(w, w0), f"{path} never written with mem_gate 1"
-    assert all(layer["smt"]["mom"] is not None for layer in state["layers"])  # memory_momentum defaults to on
-    for layer in state["layers"]:
-        assert (layer["bank"]["strength"] > 0).all()
+    for layer in state.layers:
+        assert (layer.bank.strength > 0).all()
 
 
 # ------------------------------------------------------------------------------------- loss and training
@@ -385,7 +384,7 @@ def test_overfits_one_batch(model_type: str) -> None:
 ABLATIONS = {
     "no_bank": dict(memory_capacity=0),
     "cms_mlp": dict(cms="mlp"),
-    "no_momentum": dict(memory_momentum=False),
+    "mlp_memory": dict(memory_kind="mlp"),
     "plain_titans": dict(self_modifying=False),
     "mem_write_zero": dict(mem_write=Schedule(0.0, 0.0, 0)),
 }
@@ -401,21 +400,22 @@ def test_ablation_builds_and_trains(ablation: str) -> None:
     loss.backward()
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
     H = model.cfg.num_heads
-    for block, layer in zip(model.blocks, state["layers"]):
+    for block, layer in zip(model.blocks, state.layers):
         if ablation == "no_bank":
-            assert block.bank is None and layer["bank"] is None
+            assert block.bank is None and layer.bank is None
             assert not any(".bank." in name for name, _ in model.named_parameters())
         elif ablation == "cms_mlp":
-            assert not block.cms.has_fast and layer["cms"] is None
-            assert not hasattr(block.cms, "init_w1")
-        elif ablation == "no_momentum":
-            assert layer["smt"]["mom"] is None
+            assert not block.cms.has_fast and layer.cms is None
+            assert not hasattr(block.cms, "prior_w1")
+        elif ablation == "mlp_memory":
+            h = block.smt.hidden
+            assert block.smt.prior_w2.shape == (3, H, h, model.cfg.head_dim) and layer.smt.change.shape[-1] == h
         elif ablation == "plain_titans":
             assert block.smt.boxes == 1 and block.smt.kv_proj is not None
-            assert block.smt.init_w1.shape[0] == H and layer["smt"]["w"][0].shape[1] == H  # one box: the memory
+            assert block.smt.prior_w.shape[0] == 1 and layer.smt.change.shape[1] == 1  # one box: the memory
         elif ablation == "mem_write_zero":
             assert model.mem_gate == 0.0
-            assert torch.equal(layer["bank"]["strength"], torch.zeros_like(layer["bank"]["strength"]))
+            assert torch.equal(layer.bank.strength, torch.zeros_like(layer.bank.strength))
 
 
 # ------------------------------------------------------------------------------------------ parameters
@@ -465,10 +465,10 @@ def test_autocast_bf16_keeps_fast_weights_fp32() -> None:
     for component in ("smt", "cms", "bank"):
         for path, t in memory_leaves(state, component):
             assert t.dtype == torch.float32, f"{path} is {t.dtype}"
-    for layer in state["layers"]:
-        for key in ("err_mean", "err_var"):
-            assert layer["smt"][key].dtype == torch.float32
-        assert layer["mem_tail"].dtype == layer["cms_tail"].dtype == torch.float32
+    for layer in state.layers:
+        for t in (layer.smt.err_mean, layer.smt.err_sq):
+            assert t.dtype == torch.float32
+        assert layer.mem_tail.dtype == layer.cms_tail.dtype == torch.float32
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
@@ -481,9 +481,9 @@ def task_model(**overrides: Any) -> LanguageModel:
     return tiny_model("hope", cms_objective="task", **overrides)
 
 
-def fast_weights(state: dict) -> list[torch.Tensor]:
-    """Every block's fast CMS weights w1, w2 (B, 1, C, h), (B, 1, h, C), in block order."""
-    return [w for layer in state["layers"] for w in layer["cms"]["w"]]
+def fast_weights(state: Any) -> list[torch.Tensor]:
+    """Every block's fast CMS change D (B, 1, C, h), in block order."""
+    return [layer.cms.change for layer in state.layers]
 
 
 def test_task_causality() -> None:
@@ -507,15 +507,15 @@ def test_task_streaming_equals_one_pass(pieces: tuple[int, ...]) -> None:
     """One call over LONG tokens == uneven pieces with the state carried: an incomplete chunk is replayed from
     its committed start, so every chunk's inner loss covers the whole chunk however the calls split it."""
     state = assert_streaming_equals_one_pass(task_model(), pieces)
-    assert state["pos"] == LONG and state["task_tail"].shape == (2, LONG % ERROR_UPDATE)
+    assert state.pos == LONG and state.task_tail.shape == (2, LONG % ERROR_UPDATE)
 
 
 def test_task_step_is_the_gradient_of_the_chunk_loss() -> None:
     """After chunk n, every block's fast weights are w - eta * grad_w L_n with L_n the per-sample SUM of the
     next-byte losses of the chunk's positions whose targets lie inside it, the gradient taken through all the
     layers above and the head (here by autograd on a read-only pass over the chunk's first C - 1 bytes), and
-    eta = FAST_ETA_MAX / C * sigmoid(eta_logit) * mem_gate; for the first two chunks of a stream."""
-    from hope.layers.cms import FAST_ETA_MAX
+    eta = TASK_ETA_MAX / C * sigmoid(eta_logit) * mem_gate; for the first two chunks of a stream."""
+    from hope.layers.cms import TASK_ETA_MAX
 
     model = task_model()
     model.set_schedules(mem_gate=0.75, surprise_scale=1.0)
@@ -526,18 +526,18 @@ def test_task_step_is_the_gradient_of_the_chunk_loss() -> None:
         for n in range(2):
             chunk = idx[:, n * C:(n + 1) * C]
             leaves_w = [w.detach().clone().requires_grad_() for w in fast_weights(state)]
-            before = {**state, "layers": [{**layer, "cms": {"w": tuple(leaves_w[2 * i:2 * i + 2])}}
-                                          for i, layer in enumerate(state["layers"])]}
+            before = state._replace(layers=[layer._replace(cms=layer.cms._replace(change=w))
+                                            for w, layer in zip(leaves_w, state.layers)])
             with torch.enable_grad():
                 logits, _, _ = model(chunk[:, :-1], state=before)  # incomplete chunk: read only, at w_n
                 loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 256), chunk[:, 1:].reshape(-1),
                                                          reduction="sum")
                 grads = torch.autograd.grad(loss, leaves_w)
             _, _, state = model(chunk, state=state)
-            assert state["task_tail"].shape[1] == 0
+            assert state.task_tail.shape[1] == 0
             for i, (w_new, w_old, grad) in enumerate(zip(fast_weights(state), leaves_w, grads)):
-                cms = model.blocks[i // 2].cms
-                eta = FAST_ETA_MAX / C * torch.sigmoid(cms.eta_logit) * 0.75
+                cms = model.blocks[i].cms
+                eta = TASK_ETA_MAX / C * torch.sigmoid(cms.eta_logit) * 0.75
                 assert grad.abs().max() > 0
                 torch.testing.assert_close(w_new, w_old - eta * grad, rtol=0.0, atol=1e-12,
                                            msg=lambda m, i=i, n=n: f"chunk {n}, fast weight {i}: {m}")
@@ -552,7 +552,7 @@ def test_task_step_lowers_the_chunk_loss() -> None:
     with torch.no_grad():
         _, _, after = model(idx)
         init = model.init_state(2)
-        moved = {**init, "layers": [{**layer, "cms": new["cms"]} for layer, new in zip(init["layers"], after["layers"])]}
+        moved = init._replace(layers=[layer._replace(cms=new.cms) for layer, new in zip(init.layers, after.layers)])
         losses = []
         for state in (init, moved):
             logits, _, _ = model(idx[:, :-1], state=state)
