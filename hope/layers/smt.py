@@ -2,10 +2,16 @@
 
 Per head, three fast-weight memories ("boxes", `memory_kind: linear | mlp`, see `hope.ops.memory`) live in the
 carried state as their learned change ``D = W - W_0`` from a meta-learned prior ``W_0``:
-    M_k  produces keys      k_t = normalize(M_k(z_t))
-    M_v  produces values    v_t = normalize(M_v(z_t))
+    M_k  produces keys      k_t = normalize(M_k(n(u_{t-1})))     the context before token t
+    M_v  produces values    v_t = normalize(M_v(n(x_t)))         token t itself
     M    is the memory      o_t = M_t(q_t),  q_t = normalize(W_q u_t)   (q static: gap 2 of architecture.md)
-with ``u`` the causal depthwise conv (window 4) of the input and ``z = normalize(u)`` per head. Every box writes
+with ``u`` the causal depthwise conv (window 4) of the input x and ``n`` a per-head normalisation. A write stores
+"what followed this context", and the query is the context *including* token t, so a read recalls what followed
+the same context before (an induction step). Keys and values are deliberately not taken from one window: when
+both are maps of the same window (the first implementation), the memory learns the map k -> v_hat as a function
+that fits every window alike, seen and unseen, and stores no pair (measured: after 1024 bytes, cos(M(k), v_hat)
+0.997 on planted and on never-seen windows). W_q starts as the k box's prior, so queries and keys are aligned
+at init. Every box writes
 with the delta rule (eq. 88 with the dot-product objective) on its own self-generated target
 ``v_hat_box = M_box(v_t)`` (a constant of the inner rule, so the target cannot collapse), gated by a
 data-dependent inner rate eta in [0, 1] and retention alpha (which decays ``D``: forgetting returns to ``W_0``).
@@ -48,7 +54,7 @@ class SMTState(NamedTuple):
     err_mean: Tensor  # (B, H) running mean of the per-token surprise error
     err_sq: Tensor  # (B, H) running mean of its square
     seen: Tensor  # (B, H) 1 once a chunk of this stream has been committed (statistics exist), else 0
-    conv: Tensor  # (B, 3, C) the last three inputs of the causal conv
+    conv: Tensor  # (B, 4, C) the last four inputs: the causal conv at t - 1 for the next call's first key
 
 
 class SelfModifyingMemory(nn.Module):
@@ -63,6 +69,7 @@ class SelfModifyingMemory(nn.Module):
         d, H, n = self.head_dim, num_heads, self.boxes
         self.conv = nn.Conv1d(dim, dim, kernel_size=4, groups=dim)  # causal depthwise conv, window 4 (left cache)
         self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.q_proj.zero_init = True  # keep the aligned init below (the shell's normal init would undo it)
         self.kv_proj = None if self_modifying else nn.Linear(dim, 2 * dim, bias=False)
         # Meta-learned priors W_0 (ordinary parameters, no weight decay, trained through the writes). The k and v
         # boxes start as different maps (architecture.md §3b: identical boxes gave k = v).
@@ -74,7 +81,7 @@ class SelfModifyingMemory(nn.Module):
         else:
             self.hidden = h = max(1, int(round(hidden_mult * d)))
             w1 = torch.randn(n, H, d, h) / math.sqrt(h)
-            w1[0] *= 0.02 * math.sqrt(h)  # memory box ~ identity through its residual; k/v boxes visibly not
+            w1[:2] *= 0.02 * math.sqrt(h)  # memory and k boxes ~ identity through their residual; the v box visibly not
             self.prior_w1 = nn.Parameter(w1)  # (boxes, H, d, h)
             self.prior_w2 = nn.Parameter(torch.randn(n, H, h, d) / math.sqrt(d))  # (boxes, H, h, d)
         # Data-dependent gates per head: eta (inner rate) and alpha (retention).
@@ -84,6 +91,9 @@ class SelfModifyingMemory(nn.Module):
             nn.init.normal_(self.gates.weight, std=0.002)
             self.gates.bias.view(2, H)[0].fill_(0.0)  # eta = sigmoid(0) = 0.5
             self.gates.bias.view(2, H)[1].fill_(RETENTION_INIT)
+        with torch.no_grad():  # W_q = the k box's prior (block-diagonal over heads): q_t aligned with k_{t+1} at init
+            key_map = self.prior_w[1] if kind == "linear" and self_modifying else torch.eye(d).expand(H, d, d)
+            self.q_proj.weight.copy_(torch.block_diag(*key_map))
         self.out_norm = nn.RMSNorm(d)
         self.proj = nn.Linear(dim, dim, bias=False)
 
@@ -96,7 +106,7 @@ class SelfModifyingMemory(nn.Module):
         dt = state_dtype(self.q_proj.weight)
         zeros = torch.zeros(batch, self.num_heads, device=device, dtype=dt)
         change = torch.zeros(batch, self.boxes, self.num_heads, self.head_dim, self.hidden, device=device, dtype=dt)
-        return SMTState(change, zeros, zeros, zeros, torch.zeros(batch, 3, self.conv.in_channels, device=device, dtype=dt))
+        return SMTState(change, zeros, zeros, zeros, torch.zeros(batch, 4, self.conv.in_channels, device=device, dtype=dt))
 
     def _heads(self, x: Tensor) -> Tensor:
         B, L, _ = x.shape
@@ -133,36 +143,39 @@ class SelfModifyingMemory(nn.Module):
         if n_commit % chunk or n_commit > L:
             raise ValueError(f"n_commit ({n_commit}) must be a multiple of the chunk size {chunk} and <= {L}")
         fd = state_dtype(x)
-        ext = torch.cat([state.conv.to(x.dtype), x], dim=1)  # (B, 3 + L, C)
-        # Causal depthwise conv (window 4) as four shifted multiply-adds: the same sum as self.conv, without the
-        # conv kernel's fixed cost (several times the arithmetic at generation's one-token calls).
+        ext = torch.cat([state.conv.to(x.dtype), x], dim=1)  # (B, 4 + L, C)
+        # Causal depthwise conv (window 4) at positions -1 .. L-1 as four shifted multiply-adds: the same sum as
+        # self.conv, without the conv kernel's fixed cost (several times the arithmetic at one-token calls).
         wc = self.conv.weight[:, 0]  # (C, 4)
-        u = self.conv.bias + ext[:, :L] * wc[:, 0]  # (B, L, C): causal, sees 3 tokens of the past
+        u_ext = self.conv.bias + ext[:, :L + 1] * wc[:, 0]  # (B, 1 + L, C): sees 3 tokens of the past
         for j in range(1, 4):
-            u = u + ext[:, j:j + L] * wc[:, j]
+            u_ext = u_ext + ext[:, j:j + L + 1] * wc[:, j]
+        u_prev, u = u_ext[:, :-1], u_ext[:, 1:]  # (B, L, C): the context before token t, and including it
         logits = self.gates(u).to(fd).view(B, L, 2, H).permute(2, 0, 3, 1)  # (2, B, H, L)
         # mem_write gate 0 freezes the memory at its init: no writes (eta = 0) and no forgetting (alpha = 1)
         alpha = 1 - mem_gate * (1 - torch.sigmoid(logits[1]))  # (B, H, L)
         with torch.autocast(device_type=x.device.type, enabled=False):  # fast weights stay fp32
             q = F.normalize(self._heads(self.q_proj(u)).to(fd), dim=-1)  # (B, H, L, d)
-            if self.kv_proj is None:
-                inputs = F.normalize(self._heads(u).to(fd), dim=-1)  # (B, H, L, d) the boxes' input z
+            if self.kv_proj is None:  # the k and v boxes' inputs n(u_{t-1}), n(x_t)
+                inputs = torch.stack([F.normalize(self._heads(t).to(fd), dim=-1) for t in (u_prev, x)], dim=1)
             else:  # plain Titans: static keys and values
-                inputs = torch.cat([F.normalize(self._heads(t).to(fd), dim=-1) for t in self.kv_proj(u).chunk(2, -1)], -1)
+                w_k, w_v = self.kv_proj.weight.chunk(2, dim=0)
+                inputs = torch.stack([F.normalize(self._heads(F.linear(t, w)).to(fd), dim=-1)
+                                      for t, w in ((u_prev, w_k), (x, w_v))], dim=1)  # (B, 2, H, L, d)
             prior = self.prior(fd)
             mem_prior = tuple(w[:, :1] for w in prior)
             change, mean, sq, seen = state.change, state.err_mean, state.err_sq, state.seen
             outs, surprises = [], []
             for n, start in enumerate(range(0, L, chunk)):
                 c = min(chunk, L - start)
-                z, q_n = inputs[:, None, :, start:start + c], q[:, None, :, start:start + c]  # (B, 1, H, c, *)
+                z, q_n = inputs[:, :, :, start:start + c], q[:, None, :, start:start + c]  # (B, 2, H, c, d), (B, 1, ...)
                 if self.kv_proj is None:
                     # k, v from the k/v boxes at the chunk-start state; every box's target v_hat = M_box(v).
                     kv = F.normalize(box_apply(tuple(w[:, 1:] for w in prior), change[:, 1:], z, kind), dim=-1)
                     k, v = kv.split(1, dim=1)  # (B, 1, H, c, d) each
                     v_hat = box_apply(prior, change, v, kind)  # (B, boxes, H, c, d)
                 else:
-                    k, v_hat = z.chunk(2, dim=-1)  # (B, 1, H, c, d): the target is v itself
+                    k, v_hat = z.split(1, dim=1)  # (B, 1, H, c, d): the target is v itself
                 kappa, tau = write_inputs(prior, k, v_hat, kind)  # (B, 1|boxes, H, c, f), (B, boxes, H, c, d)
                 err = (kappa[:, 0] @ change[:, 0].mT - tau[:, 0]).pow(2).sum(-1)  # (B, H, c) memory box error at W_c
                 surprise = self._surprise(err, mean, sq, seen)
@@ -180,5 +193,5 @@ class SelfModifyingMemory(nn.Module):
                     seen = torch.ones_like(seen)
             o = torch.cat(outs, dim=2)[:, :, -n_out:]  # (B, H, n_out, d)
         y = self.out_norm(o.to(x.dtype)).transpose(1, 2).reshape(B, n_out, C)
-        new_state = SMTState(change, mean, sq, seen, ext[:, n_commit:n_commit + 3].to(fd))
+        new_state = SMTState(change, mean, sq, seen, ext[:, n_commit:n_commit + 4].to(fd))
         return self.proj(y), torch.cat(surprises, dim=1), new_state
