@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
+import time
 from typing import Any
 
 import torch
@@ -14,9 +15,9 @@ import torch.nn.functional as F
 from bench.measure import current_rss_mib, interleaved, peak_rss_mib, run_worker, state_bytes, sync
 from hope.config import Config, config_from_dict, config_to_dict, validate
 from hope.generate import sample
-from hope.layers.smt import ETA_MAX, SelfModifyingMemory
+from hope.layers.smt import SelfModifyingMemory
 from hope.models import build_model, count_params, matched_baseline_config
-from hope.ops.memory import memory_chunked, memory_reference
+from hope.ops.memory import box_apply, memory_chunked, memory_reference
 
 PEER_MISSING = "titans-pytorch is not installed (pip install -r bench/requirements.txt): peer row skipped"
 
@@ -156,9 +157,10 @@ def generate_case(hope_cfg: Config, marks: list[int], device: torch.device, thre
 # -------------------------------------------------------------------------------------- memory update op
 
 
-def op_inputs(B: int, H: int, T: int, d: int, h: int, device: torch.device, seed: int = 0) -> dict[str, Any]:
-    """Inputs shaped like one SMT layer's call (HOPE's setting: MLP memory, momentum on), gates in the ranges
-    the layer produces (eta <= ETA_MAX / chunk-ish, alpha close to 1)."""
+def op_inputs(B: int, H: int, T: int, d: int, h: int, device: torch.device, kind: str = "linear", seed: int = 0
+              ) -> dict[str, Any]:
+    """Inputs shaped like one SMT layer's call (3 boxes per head folded into H), gates in the ranges the layer
+    produces at init (eta ~ 0.5, alpha close to 1)."""
     g = torch.Generator().manual_seed(seed)
 
     def rand(*shape: int, scale: float = 1.0) -> torch.Tensor:
@@ -167,38 +169,39 @@ def op_inputs(B: int, H: int, T: int, d: int, h: int, device: torch.device, seed
     def unit(*shape: int) -> torch.Tensor:
         return F.normalize(rand(*shape), dim=-1)
 
-    return {"weights": (rand(B, H, d, h, scale=0.02), rand(B, H, h, d, scale=1 / math.sqrt(d))),
-            "momentum": (torch.zeros(B, H, d, h, device=device), torch.zeros(B, H, h, d, device=device)),
-            "k": unit(B, H, T, d), "v": unit(B, H, T, d), "q": unit(B, H, T, d),
-            "eta": (ETA_MAX / 16 * torch.rand(B, H, T, generator=g)).to(device),
-            "alpha": (0.99 + 0.01 * torch.rand(B, H, T, generator=g)).to(device),
-            "beta": torch.rand(B, H, T, generator=g).to(device)}
+    if kind == "linear":
+        prior, change = (rand(H, d, d, scale=1 / math.sqrt(d)),), torch.zeros(B, H, d, d, device=device)
+    else:
+        prior, change = (rand(H, d, h, scale=0.02), rand(H, h, d, scale=1 / math.sqrt(d))), torch.zeros(B, H, d, h, device=device)
+    return {"prior": prior, "change": change, "k": unit(B, H, T, d), "v": unit(B, H, T, d), "q": unit(B, H, T, d),
+            "eta": torch.rand(B, H, T, generator=g).to(device),
+            "alpha": (0.999 + 0.001 * torch.rand(B, H, T, generator=g)).to(device)}
 
 
-def _op_call(fn, inp: dict[str, Any], chunk: int, backward: bool):
+def _op_call(fn, inp: dict[str, Any], chunk: int, backward: bool, kind: str):
     args = dict(inp)
     if backward:
         args = {k: (tuple(t.detach().requires_grad_(True) for t in v) if isinstance(v, tuple)
                     else v.detach().requires_grad_(True)) for k, v in inp.items()}
     with torch.set_grad_enabled(backward):
-        o, w, s = fn(args["weights"], args["momentum"], args["k"], args["v"], args["q"], args["eta"], args["alpha"],
-                     args["beta"], chunk, kind="mlp", self_target=True, precondition=True)
+        call = (args["prior"], args["change"], args["k"], args["v"], args["q"], args["eta"], args["alpha"])
+        o, d = fn(*call, kind=kind) if fn is memory_reference else fn(*call, chunk, kind=kind)
         if backward:
-            (o.square().sum() + sum(x.square().sum() for x in (*w, *s))).backward()
+            (o.square().sum() + d.square().sum()).backward()
 
 
 def op_case(shape: dict[str, int], chunks: list[int], reps: int, device: torch.device,
-            bwd_chunks: list[int] | None = None) -> list[dict[str, Any]]:
+            bwd_chunks: list[int] | None = None, kind: str = "linear") -> list[dict[str, Any]]:
     """`memory_chunked` against the per-token `memory_reference`, forward only (`no_grad`) at every chunk size
     and forward + backward at `bwd_chunks` (default all)."""
-    inp = op_inputs(**shape, device=device)
+    inp = op_inputs(**shape, device=device, kind=kind)
     rows = []
     for chunk in chunks:
-        row: dict[str, Any] = {"chunk": chunk, **shape}
+        row: dict[str, Any] = {"chunk": chunk, "kind": kind, **shape}
         for mode, backward in (("fwd", False), ("fwd_bwd", True)):
             if backward and bwd_chunks is not None and chunk not in bwd_chunks:
                 continue
-            t = interleaved({name: (lambda fn=fn: _op_call(fn, inp, chunk, backward))
+            t = interleaved({name: (lambda fn=fn: _op_call(fn, inp, chunk, backward, kind))
                              for name, fn in (("chunked", memory_chunked), ("reference", memory_reference))},
                             reps, device)
             key = "cpu_s" if "cpu_s" in t["chunked"] else "wall_s"
@@ -208,17 +211,58 @@ def op_case(shape: dict[str, int], chunks: list[int], reps: int, device: torch.d
     return rows
 
 
+# ---------------------------------------------------------------------------------------- store / retrieve
+
+
+def store_retrieve(kind: str, pairs: int, chunk: int, *, memories: int = 4, d: int = 32, h: int = 64, seed: int = 0,
+                   device: torch.device = torch.device("cpu")) -> tuple[float, float]:
+    """(top-1, seconds) of `pairs` random unit key/value pairs written once (eta = alpha = 1) into each of
+    `memories` empty memories of head dim `d` (mlp: `h` random silu features), read back at their keys and
+    matched against every value by cosine (invariant 9 of docs/architecture.md; chance 1 / pairs)."""
+    g = torch.Generator().manual_seed(seed)
+    k = F.normalize(torch.randn(memories, pairs, d, generator=g), dim=-1).to(device)
+    v = F.normalize(torch.randn(memories, pairs, d, generator=g), dim=-1).to(device)
+    if kind == "linear":
+        prior, change = (torch.zeros(memories, d, d, device=device),), torch.zeros(memories, d, d, device=device)
+    else:
+        prior = (torch.zeros(memories, d, h, device=device), (torch.randn(memories, h, d, generator=g) / d ** 0.5).to(device))
+        change = torch.zeros(memories, d, h, device=device)
+    ones = torch.ones(memories, pairs, device=device)
+    sync(device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        _, d_end = memory_chunked(prior, change, k, v, None, ones, ones, chunk, kind=kind)
+    sync(device)
+    seconds = time.perf_counter() - start
+    read = F.normalize(box_apply(prior, d_end, k, kind), dim=-1)
+    return ((read @ v.mT).argmax(-1) == torch.arange(pairs, device=device)).float().mean().item(), seconds
+
+
+def store_retrieve_case(pairs: list[int], chunks: list[int], seeds: int, device: torch.device) -> list[dict[str, Any]]:
+    """Top-1 retrieval (mean over `seeds` seeds of 4 memories each) and write time, by kind, pairs and chunk."""
+    rows = []
+    for kind in ("linear", "mlp"):
+        for n in pairs:
+            for chunk in chunks:
+                runs = [store_retrieve(kind, n, chunk, seed=s, device=device) for s in range(seeds)]
+                rows.append({"kind": kind, "pairs": n, "chunk": chunk, "top1": sum(a for a, _ in runs) / seeds,
+                             "top1_min": min(a for a, _ in runs), "chance": 1 / n,
+                             "write_ms": 1e3 * sorted(t for _, t in runs)[seeds // 2]})
+    return rows
+
+
 # ------------------------------------------------------------------------------------------------- peer
 
 
 def peer_modules(cfg: Config, seed: int = 0) -> dict[str, torch.nn.Module]:
-    """This project's memory in plain Titans mode and titans-pytorch's NeuralMemory at the same width, heads,
-    chunk size and memory MLP (depth 2, hidden = memory_hidden_mult * head_dim, residual, momentum on)."""
+    """This project's memory in plain Titans mode (mlp box, the exact delta rule, no momentum) and titans-pytorch's
+    NeuralMemory at the same width, heads, chunk size and memory MLP (depth 2, hidden = memory_hidden_mult *
+    head_dim, residual; momentum on, its default): the same layer shape, not the same rule."""
     from titans_pytorch import NeuralMemory  # optional: bench/requirements.txt
 
     torch.manual_seed(seed)
     ours = SelfModifyingMemory(cfg.dim, cfg.num_heads, cfg.memory_hidden_mult, cfg.update_frequencies.mem_write,
-                               momentum=True, self_modifying=False, error_decay=cfg.error_decay)
+                               kind="mlp", self_modifying=False, error_decay=cfg.error_decay)
     theirs = NeuralMemory(dim=cfg.dim, chunk_size=cfg.update_frequencies.mem_write, heads=cfg.num_heads,
                           dim_head=cfg.dim // cfg.num_heads, momentum=True,
                           default_model_kwargs=dict(depth=2, expansion_factor=cfg.memory_hidden_mult))

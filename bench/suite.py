@@ -20,7 +20,7 @@ from bench import cases
 from bench.measure import ROOT
 from hope.config import load_config
 
-SECTIONS = ("train", "train_memory", "generate", "op", "peer")
+SECTIONS = ("train", "train_memory", "generate", "op", "store", "peer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +35,9 @@ class Mode:
     op_bwd_chunks: tuple[int, ...]  # chunk sizes also timed forward + backward
     op_reps: int
     peer_reps: int
+    store_pairs: tuple[int, ...] = (8, 16, 24, 32)  # pairs written into one memory of head dim 32
+    store_chunks: tuple[int, ...] = (1, 4, 16, 64)
+    store_seeds: int = 8
     overrides: tuple[tuple[str, Any], ...] = ()  # config overrides (tiny models for the smoke test)
 
 
@@ -44,7 +47,7 @@ MODES = {
     "quick": Mode(train_seqs=(256, 1024), train_reps=(3, 2), gen_marks=(256, 1024, 4096), op_T=256,
                   op_chunks=(1, 4, 16, 64), op_bwd_chunks=(16,), op_reps=3, peer_reps=3),
     "tiny": Mode(train_seqs=(32, 64), train_reps=(1, 1), gen_marks=(8, 24), op_T=32, op_chunks=(1, 8),
-                 op_bwd_chunks=(8,), op_reps=1, peer_reps=1,
+                 op_bwd_chunks=(8,), op_reps=1, peer_reps=1, store_pairs=(8,), store_chunks=(1, 8), store_seeds=1,
                  overrides=(("dim", 32), ("depth", 1), ("num_heads", 2), ("seq_len", 32), ("max_len", 32), ("attn_window", 8),
                             ("memory_capacity", 8), ("top_k", 2), ("batch_size", 2),
                             ("update_frequencies", {"mem_write": 4, "error_update": 8}))),
@@ -54,6 +57,7 @@ MODES = {
 TARGETS = {
     "train_ratio_256": ("HOPE training throughput >= 0.5x the matched baseline at seq_len 256", 0.5),
     "op_speedup_16": ("memory_chunked >= 10x memory_reference at chunk 16, T = 256 (fwd and fwd+bwd)", 10.0),
+    "store_16": ("linear memory, 16 pairs at head dim 32, eta = 1: top-1 >= 0.95 at every chunk size, identical", 0.95),
     "peer_ratio": ("Titans-mode memory >= 1.0x titans-pytorch NeuralMemory forward+backward throughput", 1.0),
     "gen_memory_flat": ("HOPE peak memory after the longest generation within 10% of after the first mark", 0.10),
 }
@@ -119,7 +123,12 @@ def run(mode_name: str = "quick", *, config: str | Path = ROOT / "configs" / "ex
             log("[bench] memory update op, chunked vs per-token reference ...")
             shape = dict(B=cfg.batch_size, H=3 * cfg.num_heads, T=mode.op_T, d=cfg.head_dim,
                          h=max(1, round(cfg.memory_hidden_mult * cfg.head_dim)))
-            results["op"] = cases.op_case(shape, list(mode.op_chunks), mode.op_reps, dev, list(mode.op_bwd_chunks))
+            results["op"] = cases.op_case(shape, list(mode.op_chunks), mode.op_reps, dev, list(mode.op_bwd_chunks),
+                                          kind=cfg.memory_kind)
+        if "store" in sections:
+            log("[bench] store/retrieve: random pairs written once, read back at their keys ...")
+            results["store"] = cases.store_retrieve_case(list(mode.store_pairs), list(mode.store_chunks),
+                                                         mode.store_seeds, dev)
         if "peer" in sections:
             log("[bench] peer: titans-pytorch NeuralMemory vs this project's Titans-mode memory ...")
             results["peer"] = cases.peer_case(cfg, mode.train_seqs[0], mode.peer_reps, dev, threads, subprocesses)
@@ -147,6 +156,11 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if op:
         value = min(op[0][m]["speedup"] for m in ("fwd", "fwd_bwd") if m in op[0])
         add("op_speedup_16", value, value >= 10.0, "the smaller of fwd and fwd+bwd")
+    store = [r for r in results.get("store", []) if r["kind"] == "linear" and r["pairs"] == 16]
+    if store:
+        value = min(r["top1"] for r in store)
+        same = len({r["top1"] for r in store}) == 1
+        add("store_16", value, value >= 0.95 and same, f"mean over seeds; chunk sizes {'agree' if same else 'DIFFER'}")
     peer = results.get("peer", {})
     if "ratio" in peer:
         value = peer.get("cpu_ratio", peer["ratio"])
@@ -214,8 +228,8 @@ def table(results: dict[str, Any]) -> str:
     if results.get("op"):
         r0 = results["op"][0]
         lines += ["", f"Memory update op: memory_chunked vs per-token memory_reference (B={r0['B']}, memories "
-                  f"H={r0['H']}, T={r0['T']}, d={r0['d']}, hidden={r0['h']}, MLP memory, self-target, eq. 88 "
-                  "preconditioner, momentum; medians of process CPU time; '-': not timed in this mode):", "",
+                  f"H={r0['H']}, T={r0['T']}, d={r0['d']}, {r0['kind']} memory (hidden {r0['h']} if mlp), exact "
+                  "delta rule; medians of process CPU time; '-': not timed in this mode):", "",
                   "| chunk | fwd chunked ms | fwd reference ms | fwd speed-up | fwd+bwd chunked ms | "
                   "fwd+bwd reference ms | fwd+bwd speed-up |", "|---|---|---|---|---|---|---|"]
         for r in results["op"]:
@@ -224,6 +238,19 @@ def table(results: dict[str, Any]) -> str:
                    else "- | - | -")
             lines.append(f"| {r['chunk']} | {f['chunked_s'] * 1e3:.1f} | {f['reference_s'] * 1e3:.1f} | "
                          f"{f['speedup']:.1f}x | {bwd} |")
+    if results.get("store"):
+        chunks = sorted({r["chunk"] for r in results["store"]})
+        lines += ["", "Store/retrieve: N random unit pairs written once (eta = alpha = 1) into empty memories of head "
+                  "dim 32 (mlp: 64 silu features), read back at their keys, top-1 by cosine; mean (min) over seeds, "
+                  "and the write's wall time:", "",
+                  "| memory | N pairs | chance | " + " | ".join(f"top-1 at chunk {c}" for c in chunks) + " | write ms |",
+                  "|---|---|---|" + "---|" * len(chunks) + "---|"]
+        for kind in ("linear", "mlp"):
+            for n in sorted({r["pairs"] for r in results["store"]}):
+                rows = {r["chunk"]: r for r in results["store"] if r["kind"] == kind and r["pairs"] == n}
+                cells = " | ".join(f"{rows[c]['top1']:.3f} ({rows[c]['top1_min']:.2f})" for c in chunks)
+                times = "/".join(f"{rows[c]['write_ms']:.2f}" for c in chunks)
+                lines.append(f"| {kind} | {n} | {1 / n:.3f} | {cells} | {times} |")
     peer = results.get("peer")
     if peer:
         lines += [""]

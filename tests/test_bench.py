@@ -43,7 +43,8 @@ def test_tiny_suite_runs_every_section(tiny_results: dict, tmp_path) -> None:
     assert "skipped" in r["peer"] or r["peer"]["ratio"] > 0
     assert r["train_memory"] == {"skipped": "needs subprocesses"} and "skipped" in r["generate"]
     text = suite.table(r)
-    assert "Training throughput" in text and "Memory update op" in text and "Peer" in text
+    assert "Training throughput" in text and "Memory update op" in text and "Peer" in text and "Store/retrieve" in text
+    assert {row["kind"] for row in r["store"]} == {"linear", "mlp"} and all(0 <= row["top1"] <= 1 for row in r["store"])
     out = tmp_path / "tiny.json"
     out.write_text(json.dumps(r))  # JSON-ready: no tensors or other objects left in the results
     assert json.loads(out.read_text())["meta"]["mode"] == "tiny"
