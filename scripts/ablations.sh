@@ -10,9 +10,10 @@ declare -A switches=(
   [no_writes]="--set mem_write=0"
   [no_bank]="--set memory_capacity=0"
   [cms_mlp]="--set cms=mlp"
-  [no_momentum]="--set memory_momentum=false"
+  [mlp_memory]="--set memory_kind=mlp"
+  [plain_titans]="--set self_modifying=false"
 )
-for name in full no_writes no_bank cms_mlp no_momentum; do
+for name in full no_writes no_bank cms_mlp mlp_memory plain_titans; do
   # shellcheck disable=SC2086
   hope-train --config configs/recall.yaml --data "$data" --steps "$steps" --out "$out/$name/ckpt.pt" ${switches[$name]} \
     > "$out/$name.train.json" 2> "$out/$name.train.log"

@@ -44,9 +44,9 @@ def main() -> None:
         state, added, born = model.init_state(1), None, 0
         with torch.no_grad():
             for start in range(0, len(ep.tokens) - 1, seg):
-                before = [layer["bank"]["keys"][0].clone() for layer in state["layers"]]
+                before = [layer.bank.keys[0].clone() for layer in state.layers]
                 _, _, state = model(ep.tokens[None, start:start + seg], state=state)
-                banks = [(layer["bank"]["keys"][0], layer["bank"]["strength"][0]) for layer in state["layers"]]
+                banks = [(layer.bank.keys[0], layer.bank.strength[0]) for layer in state.layers]
                 if added is None and start + seg > write_value + cfg.update_frequencies.mem_write:
                     added = [[(k[i].clone(), float(s[i])) for i in range(len(s)) if s[i] > 0 and not stored(old, k[i])]
                              for old, (k, s) in zip(before, banks)]

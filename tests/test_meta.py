@@ -131,8 +131,8 @@ def test_query_gradient_reaches_initial_states_through_adaptation():
     data = synthetic_corpus(2_000)
     support, qx, qy = sample_meta_pairs(data, 2, 16, 16, seed=0, index=0)
     smt = model.blocks[0].smt
-    adapted = torch.autograd.grad(meta_loss(model, support, qx, qy, inner_steps=2), [smt.init_w1, smt.init_w2])
-    cold = torch.autograd.grad(meta_loss(model, support, qx, qy, inner_steps=0), [smt.init_w1, smt.init_w2])
+    adapted = torch.autograd.grad(meta_loss(model, support, qx, qy, inner_steps=2), [smt.prior_w])
+    cold = torch.autograd.grad(meta_loss(model, support, qx, qy, inner_steps=0), [smt.prior_w])
     for g, g0 in zip(adapted, cold):
         assert torch.isfinite(g).all() and g.abs().sum() > 0
         assert not torch.allclose(g, g0)  # the support writes are part of the gradient's path

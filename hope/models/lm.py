@@ -170,7 +170,7 @@ class LanguageModel(nn.Module):
             logits, state = self._segments(idx, state)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, VOCAB_SIZE), targets.reshape(-1))
+            loss = F.cross_entropy(logits.float().reshape(-1, VOCAB_SIZE), targets.reshape(-1))
         return logits, loss, state
 
 

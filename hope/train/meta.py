@@ -10,9 +10,9 @@ Every `meta.outer_frequency` optimiser steps the training loop calls `MetaLearne
     L_adapted       = loss on the query read from that adapted state
     meta-parameters <- Adam(meta.lr) step on dL_adapted/dtheta_meta, backpropagated THROUGH the writes
 
-The meta-parameters are exactly `META_PARAM_SUFFIXES`: the memories' initial states (`smt.init_w1/2`,
-`cms.init_w1/2`), the SMT gate biases (`smt.gates.bias`: eta = inner learning rate, alpha = retention,
-beta = momentum) and the fast CMS level's inner learning-rate scale (`cms.eta_logit`). The training loop's
+The meta-parameters are exactly `META_PARAM_SUFFIXES`: the memories' initial states (the priors `smt.prior_w`
+of a linear memory or `smt.prior_w1/2` of an mlp one, `cms.prior_w1/2`), the SMT gate biases (`smt.gates.bias`:
+eta = inner learning rate, alpha = retention) and the fast CMS level's inner learning-rate scale (`cms.eta_logit`). The training loop's
 optimiser also holds them; the meta-step changes only them and leaves every `.grad` in the model as it found
 it (gradients are taken with `torch.autograd.grad`, handed to the meta-optimiser, then the previous `.grad`
 is put back), so nothing leaks into the outer optimiser's next step or into the slow CMS level's gradient
@@ -49,7 +49,8 @@ from hope.errors import HopeError
 from hope.runtime import autocast
 
 # Parameter-name suffixes of the meta-parameters (architecture.md §6).
-META_PARAM_SUFFIXES = ("smt.init_w1", "smt.init_w2", "smt.gates.bias", "cms.init_w1", "cms.init_w2", "cms.eta_logit")
+META_PARAM_SUFFIXES = ("smt.prior_w", "smt.prior_w1", "smt.prior_w2", "smt.gates.bias", "cms.prior_w1", "cms.prior_w2",
+                       "cms.eta_logit")
 GAIN_KEYS = ("meta_query_loss_init", "meta_query_loss_adapted", "meta_gain")
 
 
