@@ -84,7 +84,7 @@ def test_recall_prob_equals_direct_computation_past_max_len(ckpts, model_type, m
 
 
 def test_a_larger_bank_changes_nothing_until_the_small_one_evicts(tmp_path, data_file, capsys) -> None:
-    cfg = load_config(None, [dict(TINY, data=str(data_file))])
+    cfg = load_config(None, [dict(TINY, data=str(data_file), bank_writes=1)])  # one write per chunk
     torch.manual_seed(0)
     model = build_model(cfg)
     for block in model.blocks:  # the bank's output starts at zero; give it a voice so reads show in the logits
@@ -102,7 +102,7 @@ def test_a_larger_bank_changes_nothing_until_the_small_one_evicts(tmp_path, data
         # 320 bytes = 40 writes: the small bank has evicted, the large one has not.
         out_small, _, state_small = small(tokens)
         out_big, _, state_big = big(tokens)
-    assert state_big["layers"][0]["bank"]["keys"].shape[1] == 64
+    assert state_big.layers[0].bank.keys.shape[1] == 64
     assert (out_small[:, 64:] - out_big[:, 64:]).abs().max() > 1e-3
     with pytest.raises(CheckpointError, match="only memory_capacity"):
         load_model(path, state_sizes={"dim": 64})
