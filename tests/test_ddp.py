@@ -64,7 +64,9 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text(PROBE)
     out = tmp_path / "run" / "ck.pt"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # The ranks import this checkout's `hope`, not whichever copy the environment has installed.
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     argv = [str(torchrun) if torchrun.exists() else "torchrun", "--standalone", "--nproc_per_node=2", str(probe),
             str(tmp_path), *FLAGS, "--data", str(data), "--out", str(out)]
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
