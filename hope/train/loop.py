@@ -38,8 +38,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from hope.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, model_state, save_checkpoint
 from hope.config import Config, config_to_dict
-from hope.data.corpus import Corpus, load_corpus
+from hope.data.corpus import Corpus, DataError, load_corpus
 from hope.data.loader import make_loader
+from hope.data.stream import StreamSchedule
 from hope.errors import HopeError
 from hope.eval.lm import evaluate_lm, summarize, token_sums
 from hope.models import build_model
@@ -47,6 +48,7 @@ from hope.runtime import DistInfo, autocast, init_distributed, resolve_device, s
 from hope.train.ema import EMA
 from hope.train.optim import build_optimizer, set_lr
 from hope.train.schedule import lr_at
+from hope.train.stream import StreamBatches, WindowBatches
 
 SLOW_LEVEL = ".cms.slow."  # parameter-name marker of the slow CMS level
 
@@ -251,7 +253,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | P
     if resume is not None:
         _restore(run, resume)
     run.run_model = _wrap(run.model, cfg, info, device)  # after the restore: DDP broadcasts the loaded weights
-    batches = _batches(run)  # the loader draws its base seed from the torch RNG, so it comes before the restore
+    run.batches = _batches(run, resume)  # the loader draws its base seed from the torch RNG: before the restore
     if run.saved_rng:
         _set_rng_state(run.saved_rng)
     _open_metrics(run)
@@ -270,7 +272,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | P
         with _StopSignal() as stop:
             while step < cfg.steps and not stopping:
                 lr = _set_step_lr(run, step)
-                loss, step_sums = _accumulate_gradients(run, batches)
+                loss, step_sums = _accumulate_gradients(run, step)
                 loss, grad_norm, bad, stopping = _guard(run, loss, stop)
                 if bad:
                     bad_in_row += 1
@@ -356,7 +358,9 @@ class _Run:
     slow_count: int = 0  # finite steps summed into slow_grads
     start_step: int = 0
     saved_rng: dict[str, Any] | None = None
+    saved_streams: dict[str, Any] | None = None  # the checkpoint's carried streams (stream.use), read by `_batches`
     run_model: torch.nn.Module | None = None  # set by `_wrap`
+    batches: WindowBatches | StreamBatches | None = None  # set by `_batches`
 
     @property
     def slow_params(self) -> list[torch.Tensor]:
@@ -364,7 +368,8 @@ class _Run:
 
     @property
     def tokens_per_step(self) -> int:
-        return self.cfg.batch_size * self.cfg.seq_len * self.cfg.grad_accum_steps * self.info.world_size
+        piece = self.cfg.seq_len * (self.cfg.stream.bptt_segments if self.cfg.stream.use else 1)
+        return self.cfg.batch_size * piece * self.cfg.grad_accum_steps * self.info.world_size
 
 
 def _setup(cfg: Config, device: torch.device, info: DistInfo, *, corpus: Corpus | None,
@@ -428,6 +433,7 @@ def _restore(run: _Run, resume: str | Path) -> None:
                               f"update_frequencies.optimizer_step changed?): {why}") from None
     run.start_step = int(ckpt["step"])
     run.saved_rng = ckpt.get("rng")
+    run.saved_streams = ckpt.get("stream")
 
 
 def _wrap(model: torch.nn.Module, cfg: Config, info: DistInfo, device: torch.device) -> torch.nn.Module:
@@ -440,15 +446,32 @@ def _wrap(model: torch.nn.Module, cfg: Config, info: DistInfo, device: torch.dev
     return run_model
 
 
-def _batches(run: _Run):
-    """Iterator over this rank's training micro-batches from the resumed step on (a pure function of seed, index,
-    rank: see hope.data.loader)."""
+def _batches(run: _Run, resume: str | Path | None = None) -> WindowBatches | StreamBatches:
+    """This rank's training micro-batches from the resumed step on, with the state each starts from: independent
+    windows (a pure function of seed, index, rank: hope.data.loader) or, with `stream.use`, long streams with the
+    state carried (hope.train.stream; the carried states come from the checkpoint on resume)."""
     cfg, accum = run.cfg, run.cfg.grad_accum_steps
+    if cfg.stream.use:
+        piece = cfg.stream.bptt_segments * cfg.seq_len
+        if len(run.corpus.train) < piece + 1:
+            raise DataError(f"{run.corpus.name}: the train split has {len(run.corpus.train)} bytes, fewer than "
+                            f"stream.bptt_segments * seq_len + 1 = {piece + 1}")
+        schedule = StreamSchedule(run.corpus.train, cfg.batch_size, cfg.seq_len, cfg.stream.bptt_segments,
+                                  cfg.stream.reset_bytes, cfg.seed, rank=run.info.rank,
+                                  recall_fraction=cfg.recall_fraction, recall_episodes=cfg.recall_episodes)
+        batches = StreamBatches(schedule, accum, run.info.rank, run.info.world_size)
+        if run.saved_streams:
+            try:
+                batches.load_state_dict(run.saved_streams, run.start_step,
+                                        lambda: run.model.init_state(cfg.batch_size, run.device))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise CheckpointError(f"{resume}: cannot continue its streams: {exc}") from None
+        return batches
     loader = make_loader(run.corpus.train, cfg.batch_size, cfg.seq_len, cfg.seed, run.start_step * accum,
                          cfg.steps * accum, rank=run.info.rank, recall_fraction=cfg.recall_fraction,
                          recall_episodes=cfg.recall_episodes, num_workers=cfg.num_workers,
                          pin_memory=cfg.pin_memory and run.device.type == "cuda", prefetch_factor=cfg.prefetch_factor)
-    return iter(loader)
+    return WindowBatches(iter(loader))
 
 
 # ----------------------------------------------------------------------------- one optimiser step
@@ -465,18 +488,22 @@ def _set_step_lr(run: _Run, step: int) -> float:
     return lr
 
 
-def _accumulate_gradients(run: _Run, batches) -> tuple[float, torch.Tensor]:
-    """Forward and backward `grad_accum_steps` micro-batches (DDP syncs on the last) -> (mean loss, token sums)."""
+def _accumulate_gradients(run: _Run, step: int) -> tuple[float, torch.Tensor]:
+    """Forward and backward `grad_accum_steps` micro-batches (DDP syncs on the last) -> (mean loss, token sums).
+
+    Each micro-batch starts from the state its slot carries (None: fresh) and hands its new state back, detached
+    (`stream.use`; the plain windows carry nothing)."""
     accum, info = run.cfg.grad_accum_steps, run.info
     loss_sum, step_sums = 0.0, torch.zeros(5, dtype=torch.float64)
     for micro in range(accum):
-        x, y = next(batches)
+        x, y, state = run.batches.take(step, micro)
         x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
         sync = not info.enabled or micro == accum - 1
         with run.run_model.no_sync() if not sync else contextlib.nullcontext():
             with autocast(run.device, run.cfg.amp, run.cfg.amp_dtype):
-                logits, loss, _ = run.run_model(x, y)
+                logits, loss, state = run.run_model(x, y, state=state)
             run.scaler.scale(loss / accum).backward()  # micro-batches of equal size: mean of means
+        run.batches.carry(micro, state)
         loss_sum += loss.item() / accum
         step_sums += token_sums(logits.detach(), y).cpu()
     return loss_sum, step_sums
@@ -601,7 +628,10 @@ def _write_record(run: _Run, record: dict) -> None:
 
 def _checkpoint(run: _Run, step: int) -> Path | None:
     """Save a resumable checkpoint at `step` (rank 0, when saving); the keys are listed in hope.checkpoint."""
-    if not (run.save and run.info.is_main):
+    if not run.save:
+        return None
+    streams = run.batches.state_dict(step) if run.batches is not None else None  # collective under torchrun
+    if not run.info.is_main:
         return None
     cfg, model = run.cfg, run.model
     has_slow = run.slow_optimizer is not None
@@ -610,5 +640,6 @@ def _checkpoint(run: _Run, step: int) -> Path | None:
                "slow_optimizer": run.slow_optimizer.state_dict() if has_slow else None,
                "slow_grads": dict(run.slow_grads) if has_slow else None, "slow_count": run.slow_count,
                "scaler": run.scaler.state_dict() if run.use_scaler else None, "step": step, "rng": _rng_state(),
-               "meta": run.meta.state_dict() if run.meta is not None else None, "params": model.num_params()}
+               "meta": run.meta.state_dict() if run.meta is not None else None, "stream": streams,
+               "params": model.num_params()}
     return save_checkpoint(cfg.out, payload)
