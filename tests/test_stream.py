@@ -144,7 +144,7 @@ def test_carried_state_equals_a_hand_built_loop_over_the_segments(tmp_path, corp
     # Not vacuous: gradients cross the segment boundary inside a step, and the carried state changes the loss.
     cut, cut_losses = hand_built_loop(cfg, corpus, steps=5, detach_between_segments=True)
     gap = max((a - b).abs().max().item() for a, b in zip(model.parameters(), cut.parameters()))
-    assert gap > 1e-5, gap
+    assert gap > 1e-4, gap  # (it is ~5e-3)
     assert cut_losses[0] == pytest.approx(losses[0], rel=1e-12)  # same forward: only the gradients differ
     torch.manual_seed(0)
     fresh = build_model(cfg).double()
