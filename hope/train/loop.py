@@ -8,8 +8,11 @@ optimiser that steps only every `update_frequencies.optimizer_step` steps on the
 steps in between (kept in an accumulator that the checkpoint carries); the fast levels (SMT, bank, fast CMS) learn
 in context inside `forward`.
 
+Micro-batches are independent `seq_len` windows from a fresh state, or with `stream.use` pieces of long streams
+with the model state carried from step to step per micro-batch slot (truncated BPTT, hope.train.stream).
+
 Resume is exact: batches are a pure function of (seed, step, rank), and the checkpoint holds model, EMA,
-optimisers, the slow level's accumulated gradients, scaler, step and RNG states. SIGINT/SIGTERM finish the current
+optimisers, the slow level's accumulated gradients, scaler, step, RNG states and the carried stream states. SIGINT/SIGTERM finish the current
 step, save a resumable checkpoint and raise `TrainingInterrupted`.
 
 Output: a tqdm bar (loss/acc/top5/top10/lr/tok/s) when stdout is a terminal, plain log lines otherwise, and
