@@ -12,8 +12,8 @@ Micro-batches are independent `seq_len` windows from a fresh state, or with `str
 with the model state carried from step to step per micro-batch slot (truncated BPTT, hope.train.stream).
 
 Resume is exact: batches are a pure function of (seed, step, rank), and the checkpoint holds model, EMA,
-optimisers, the slow level's accumulated gradients, scaler, step, RNG states and the carried stream states. SIGINT/SIGTERM finish the current
-step, save a resumable checkpoint and raise `TrainingInterrupted`.
+optimisers, the slow level's accumulated gradients, scaler, step, RNG states and the carried stream states.
+SIGINT/SIGTERM finish the current step, save a resumable checkpoint and raise `TrainingInterrupted`.
 
 Output: a tqdm bar (loss/acc/top5/top10/lr/tok/s) when stdout is a terminal, plain log lines otherwise, and
 `metrics.jsonl` next to the checkpoint: one record per `log_interval`, one per periodic validation
@@ -249,14 +249,14 @@ def train(cfg: Config, *, resume: str | Path | None = None, corpus: Corpus | Non
 def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | Path | None, corpus: Corpus | None,
            model: torch.nn.Module | None, save: bool, verbose: bool, final_eval: bool,
            on_step: Callable[[int, dict], None] | None) -> TrainResult:
-    """The run, in its named steps: `_setup` (and `_restore` on resume), then per optimiser step
+    """The run, in its named steps: `_setup` (and `_restore` on resume), `_wrap`, `_batches`, then per optimiser step
     `_set_step_lr` -> `_accumulate_gradients` -> `_guard` -> `_apply_step` -> `_log_step`, `_evaluate` and
     `_checkpoint` every `eval_interval`, and the final evaluation and checkpoint."""
     run = _setup(cfg, device, info, corpus=corpus, model=model, save=save, verbose=verbose)
     if resume is not None:
         _restore(run, resume)
     run.run_model = _wrap(run.model, cfg, info, device)  # after the restore: DDP broadcasts the loaded weights
-    run.batches = _batches(run, resume)  # the loader draws its base seed from the torch RNG: before the restore
+    run.batches = _batches(run, resume)  # the loader draws its base seed from the torch RNG: before its restore
     if run.saved_rng:
         _set_rng_state(run.saved_rng)
     _open_metrics(run)
