@@ -373,9 +373,14 @@ def validate(cfg: Config) -> None:
     if cfg.recall_episodes < 1:
         raise ConfigError(f"recall_episodes must be >= 1, got {cfg.recall_episodes}")
     positive("stream.bptt_segments", cfg.stream.bptt_segments)
-    if cfg.stream.reset_bytes < cfg.stream.bptt_segments * cfg.seq_len:
+    if cfg.stream.use and cfg.stream.reset_bytes < cfg.stream.bptt_segments * cfg.seq_len:
         raise ConfigError(f"stream.reset_bytes ({cfg.stream.reset_bytes}) must be >= stream.bptt_segments * seq_len "
                           f"({cfg.stream.bptt_segments * cfg.seq_len}), the bytes one optimiser step reads")
+    piece = cfg.stream.bptt_segments * cfg.seq_len
+    if cfg.stream.use and cfg.cms_objective == "task" and piece % cfg.update_frequencies.error_update:
+        # A carried task_tail makes the model return a logits view its loss cannot .view (hope.models.lm).
+        raise ConfigError(f"stream.use with cms_objective: task needs stream.bptt_segments * seq_len ({piece}) to be "
+                          f"a multiple of update_frequencies.error_update ({cfg.update_frequencies.error_update})")
     if cfg.grad_clip_norm < 0:
         raise ConfigError(f"grad_clip_norm must be >= 0 (0 disables clipping), got {cfg.grad_clip_norm}")
     if cfg.num_workers < 0:
