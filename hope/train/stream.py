@@ -58,17 +58,15 @@ class StreamBatches:
     def state_dict(self, step: int) -> dict[str, Any]:
         """What resuming after `step` completed optimiser steps needs; a collective under torchrun (every rank
         calls it, rank 0 gets every rank's entry)."""
-        ranks = []
-        slots = []
+        last = max(step - 1, 0)  # the last step read: its streams are the ones carried
+        per_slot = []  # per slot: (offsets per rank, state leaves per leaf and rank or None)
         for slot, state in enumerate(self.states):
-            _, offsets = self.schedule.streams(max(step - 1, 0), slot)
-            slots.append({"offsets": _gather_ints(offsets, self.world_size),
-                          "state": None if state is None else _gather_leaves(state_to_checkpoint(state),
-                                                                             self.world_size)})
-        for r in range(self.world_size):
-            ranks.append([{"cycle": max(step - 1, 0) // self.schedule.steps_per_stream, "offsets": s["offsets"][r],
-                           "state": None if s["state"] is None else [leaf[r] for leaf in s["state"]]}
-                          for s in slots])
+            offsets = _gather_ints(self.schedule.streams(last, slot)[1], self.world_size)
+            leaves = None if state is None else _gather_leaves(state_to_checkpoint(state), self.world_size)
+            per_slot.append((offsets, leaves))
+        ranks = [[{"cycle": last // self.schedule.steps_per_stream, "offsets": offsets[r],
+                   "state": None if leaves is None else [leaf[r] for leaf in leaves]} for offsets, leaves in per_slot]
+                 for r in range(self.world_size)]
         return {"piece_len": self.schedule.piece_len, "steps_per_stream": self.schedule.steps_per_stream,
                 "ranks": ranks}
 
