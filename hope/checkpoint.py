@@ -4,7 +4,9 @@ A checkpoint is a plain dict of tensors and Python primitives, so `torch.load(we
 and a checkpoint from a stranger cannot run code. Keys:
   format, model_type, config (resolved config as a dict), model (state_dict), ema (state_dict or None),
   optimizer, slow_optimizer / slow_grads / slow_count (the slow CMS level's optimiser and the gradients summed
-  so far in its period), scaler, step, rng, meta, and free-form extras (e.g. params).
+  so far in its period), scaler, step, rng, meta, stream (with `stream.use`: per rank and micro-batch slot, the
+  stream's cycle, offsets and carried model state as a list of pytree leaves; else None), and free-form extras
+  (e.g. params).
 """
 
 from __future__ import annotations

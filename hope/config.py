@@ -82,6 +82,15 @@ class Meta:
 
 
 @dataclass
+class Stream:
+    """Long-stream training (truncated backpropagation through time), hope.data.stream and hope.train.stream."""
+
+    use: bool = False  # carry the model state across consecutive segments of one stream
+    bptt_segments: int = 2  # seq_len segments per optimiser step, backpropagated through together
+    reset_bytes: int = 16384  # a stream restarts (fresh state, new offset) after this many bytes
+
+
+@dataclass
 class Config:
     # ---- model size
     model_type: str = "hope"
@@ -129,6 +138,7 @@ class Config:
     prefetch_factor: int = 2
     recall_fraction: float = 0.0
     recall_episodes: int = 1
+    stream: Stream = field(default_factory=Stream)
     seed: int = 1337
     log_interval: int = 10
     eval_interval: int = 100
@@ -378,6 +388,15 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"recall_fraction must be in [0, 1], got {cfg.recall_fraction}")
     if cfg.recall_episodes < 1:
         raise ConfigError(f"recall_episodes must be >= 1, got {cfg.recall_episodes}")
+    positive("stream.bptt_segments", cfg.stream.bptt_segments)
+    if cfg.stream.use and cfg.stream.reset_bytes < cfg.stream.bptt_segments * cfg.seq_len:
+        raise ConfigError(f"stream.reset_bytes ({cfg.stream.reset_bytes}) must be >= stream.bptt_segments * seq_len "
+                          f"({cfg.stream.bptt_segments * cfg.seq_len}), the bytes one optimiser step reads")
+    piece = cfg.stream.bptt_segments * cfg.seq_len
+    if cfg.stream.use and cfg.cms_objective == "task" and piece % cfg.update_frequencies.error_update:
+        # A carried task_tail makes the model return a logits view its loss cannot .view (hope.models.lm).
+        raise ConfigError(f"stream.use with cms_objective: task needs stream.bptt_segments * seq_len ({piece}) to be "
+                          f"a multiple of update_frequencies.error_update ({cfg.update_frequencies.error_update})")
     if cfg.grad_clip_norm < 0:
         raise ConfigError(f"grad_clip_norm must be >= 0 (0 disables clipping), got {cfg.grad_clip_norm}")
     if cfg.num_workers < 0:

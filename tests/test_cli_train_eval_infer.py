@@ -256,7 +256,9 @@ def _console(name: str) -> list[str]:
 
 
 def test_sigint_and_sigterm_save_a_resumable_checkpoint(tmp_path, data_file, capsys):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    root = str(Path(__file__).resolve().parents[1])  # the children import this checkout's hope, not an installed one
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     runs = {}
     for sig, launcher in ((signal.SIGINT, _console("hope-train")),
                           (signal.SIGTERM, [sys.executable, "-m", "hope.cli.train"])):

@@ -368,6 +368,11 @@ def _assert_one_line(exc: BaseException, fragments: list[str]) -> None:
     ({"num_workers": -1}, ["num_workers must be >= 0"]),
     ({"memory_capacity": -1}, ["memory_capacity must be >= 0"]),
     ({"recall_episodes": 0}, ["recall_episodes must be >= 1, got 0"]),
+    ({"stream": {"bptt_segments": 0}}, ["stream.bptt_segments must be > 0"]),
+    ({"stream": {"use": True, "reset_bytes": 200}, "seq_len": 128},
+     ["stream.reset_bytes (200) must be >= stream.bptt_segments * seq_len (256)"]),
+    ({"stream": {"use": True}, "cms_objective": "task", "seq_len": 120},
+     ["stream.bptt_segments * seq_len (240)", "multiple of update_frequencies.error_update (32)"]),
     # memory
     ({"top_k": 65, "memory_capacity": 64}, ["top_k (65)", "memory_capacity (64)"]),
     ({"top_k": 0}, ["top_k (0)"]),

@@ -64,7 +64,9 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text(PROBE)
     out = tmp_path / "run" / "ck.pt"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # The ranks import this checkout's `hope`, not whichever copy the environment has installed.
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     argv = [str(torchrun) if torchrun.exists() else "torchrun", "--standalone", "--nproc_per_node=2", str(probe),
             str(tmp_path), *FLAGS, "--data", str(data), "--out", str(out)]
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
@@ -85,3 +87,70 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     records = [json.loads(line) for line in (out.parent / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "split" not in r and "final" not in r] == [1, 2, 3]  # written once
     assert json.loads(json_lines[0])["loss"] == pytest.approx(records[-1]["val"]["loss"], abs=1e-6)
+
+
+# Runs hope.cli.train's main() with SIGINT sent to rank 0 after optimiser step HOPE_TEST_STOP_AT (when set), and
+# records each rank's losses and weights when training finishes.
+STREAM_PROBE = textwrap.dedent("""
+    import json, os, signal, sys
+    from pathlib import Path
+    import hope.train.loop as loop
+    from hope.cli import train as cli
+
+    rank, stop_at, train = int(os.environ["RANK"]), int(os.environ.get("HOPE_TEST_STOP_AT", "0")), loop.train
+
+    def stopper(step, record):
+        if rank == 0 and step == stop_at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def probed_train(cfg, **kwargs):
+        result = train(cfg, on_step=stopper, **kwargs)
+        seen = dict(losses=result.losses, weights=[p.double().sum().item() for p in result.model.parameters()])
+        Path(sys.argv[1], f"{os.environ['HOPE_TEST_TAG']}{rank}.json").write_text(json.dumps(seen))
+        return result
+
+    loop.train = probed_train
+    sys.exit(cli.main(sys.argv[2:]))
+""")
+
+
+def test_torchrun_long_streams_with_accumulation_resume_exactly(tmp_path):
+    """stream.use under torchrun: each rank reads its own streams, the checkpoint holds every rank's carried
+    states, and a run interrupted mid-stream (step 2 of streams of 3 steps) resumes to the uninterrupted run."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists() and shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not installed")
+    if not torch.distributed.is_available():
+        pytest.skip("this PyTorch has no torch.distributed")
+    data = tmp_path / "text.txt"
+    data.write_bytes(bytes(synthetic_corpus(20_000, seed=7).tolist()))
+    probe = tmp_path / "probe.py"
+    probe.write_text(STREAM_PROBE)
+    root = str(Path(__file__).resolve().parents[1])
+    flags = [*FLAGS, "--steps", "4", "--set", "grad_accum_steps=2", "--set", "stream.use=true",
+             "--set", "stream.bptt_segments=2", "--set", "stream.reset_bytes=192", "--data", str(data)]
+
+    def torchrun_(tag: str, out: Path, *extra: str, stop_at: int = 0) -> subprocess.CompletedProcess:
+        env = dict(os.environ, OMP_NUM_THREADS="1", HOPE_TEST_TAG=tag, HOPE_TEST_STOP_AT=str(stop_at),
+                   PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+        argv = [str(torchrun) if torchrun.exists() else "torchrun", "--standalone", "--nproc_per_node=2", str(probe),
+                str(tmp_path), *flags, "--out", str(out), *extra]
+        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+
+    whole = torchrun_("whole", tmp_path / "whole" / "ck.pt")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    split_out = tmp_path / "split" / "ck.pt"
+    stopped = torchrun_("stopped", split_out, stop_at=1)  # the stop is all-reduced: every rank stops after step 2
+    assert stopped.returncode != 0 and "interrupted by SIGINT at step 2/4" in stopped.stdout + stopped.stderr
+    ckpt = torch.load(split_out, weights_only=True)
+    assert ckpt["step"] == 2 and len(ckpt["stream"]["ranks"]) == 2
+    r0, r1 = ckpt["stream"]["ranks"]
+    assert len(r0) == 2 and r0[0]["offsets"] != r1[0]["offsets"] and r0[0]["offsets"] != r0[1]["offsets"]
+    assert any(isinstance(a, torch.Tensor) and not torch.equal(a, b) for a, b in zip(r0[0]["state"], r1[0]["state"]))
+    rest = torchrun_("rest", split_out, "--resume", str(split_out))
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    w0, w1, g0, g1 = (json.loads((tmp_path / f"{tag}{r}.json").read_text())
+                      for tag, r in (("whole", 0), ("whole", 1), ("rest", 0), ("rest", 1)))
+    assert w0["weights"] == w1["weights"] and g0["weights"] == g1["weights"]
+    assert g0["losses"] == w0["losses"][2:]
+    assert g0["weights"] == w0["weights"]

@@ -8,9 +8,12 @@ optimiser that steps only every `update_frequencies.optimizer_step` steps on the
 steps in between (kept in an accumulator that the checkpoint carries); the fast levels (SMT, bank, fast CMS) learn
 in context inside `forward`.
 
+Micro-batches are independent `seq_len` windows from a fresh state, or with `stream.use` pieces of long streams
+with the model state carried from step to step per micro-batch slot (truncated BPTT, hope.train.stream).
+
 Resume is exact: batches are a pure function of (seed, step, rank), and the checkpoint holds model, EMA,
-optimisers, the slow level's accumulated gradients, scaler, step and RNG states. SIGINT/SIGTERM finish the current
-step, save a resumable checkpoint and raise `TrainingInterrupted`.
+optimisers, the slow level's accumulated gradients, scaler, step, RNG states and the carried stream states.
+SIGINT/SIGTERM finish the current step, save a resumable checkpoint and raise `TrainingInterrupted`.
 
 Output: a tqdm bar (loss/acc/top5/top10/lr/tok/s) when stdout is a terminal, plain log lines otherwise, and
 `metrics.jsonl` next to the checkpoint: one record per `log_interval`, one per periodic validation
@@ -38,8 +41,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from hope.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, model_state, save_checkpoint
 from hope.config import Config, config_to_dict
-from hope.data.corpus import Corpus, load_corpus
+from hope.data.corpus import Corpus, DataError, load_corpus
 from hope.data.loader import make_loader
+from hope.data.stream import StreamSchedule
 from hope.errors import HopeError
 from hope.eval.lm import evaluate_lm, summarize, token_sums
 from hope.models import build_model
@@ -47,6 +51,7 @@ from hope.runtime import DistInfo, autocast, init_distributed, resolve_device, s
 from hope.train.ema import EMA
 from hope.train.optim import build_optimizer, set_lr
 from hope.train.schedule import lr_at
+from hope.train.stream import StreamBatches, WindowBatches
 
 SLOW_LEVEL = ".cms.slow."  # parameter-name marker of the slow CMS level
 
@@ -244,7 +249,135 @@ def train(cfg: Config, *, resume: str | Path | None = None, corpus: Corpus | Non
 def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | Path | None, corpus: Corpus | None,
            model: torch.nn.Module | None, save: bool, verbose: bool, final_eval: bool,
            on_step: Callable[[int, dict], None] | None) -> TrainResult:
-    log = verbose and info.is_main
+    """The run, in its named steps: `_setup` (and `_restore` on resume), `_wrap`, `_batches`, then per optimiser step
+    `_set_step_lr` -> `_accumulate_gradients` -> `_guard` -> `_apply_step` -> `_log_step`, `_evaluate` and
+    `_checkpoint` every `eval_interval`, and the final evaluation and checkpoint."""
+    run = _setup(cfg, device, info, corpus=corpus, model=model, save=save, verbose=verbose)
+    if resume is not None:
+        _restore(run, resume)
+    run.run_model = _wrap(run.model, cfg, info, device)  # after the restore: DDP broadcasts the loaded weights
+    run.batches = _batches(run, resume)  # the loader draws its base seed from the torch RNG: before its restore
+    if run.saved_rng:
+        _set_rng_state(run.saved_rng)
+    _open_metrics(run)
+
+    progress = _Progress(cfg.steps, run.start_step, run.log)
+    result = TrainResult(model=run.model, config=cfg, step=run.start_step, dist=info)
+    window = _Window()
+    train_start = time.perf_counter()
+    step, stopping, bad_in_row = run.start_step, False, 0
+    if resume is not None:
+        progress.message(f"resumed from {resume} at step {run.start_step}")
+    progress.message(f"training {cfg.model_type}: {run.model.num_params():,} parameters on {device}, data "
+                     f"{run.corpus.name}, {cfg.steps} steps of {run.tokens_per_step} tokens")
+    run.model.train()
+    try:
+        with _StopSignal() as stop:
+            while step < cfg.steps and not stopping:
+                lr = _set_step_lr(run, step)
+                loss, step_sums = _accumulate_gradients(run, step)
+                loss, grad_norm, bad, stopping = _guard(run, loss, stop)
+                if bad:
+                    bad_in_row += 1
+                    result.skipped_steps += 1
+                    progress.message(f"step {step + 1}: non-finite loss/gradient ({loss}, {float(grad_norm)}), "
+                                     "step skipped")
+                    if bad_in_row >= cfg.max_bad_steps:
+                        raise HopeError(f"{bad_in_row} non-finite steps in a row at step {step + 1}: training "
+                                        "diverged (lower lr or surprise_scale, raise error_decay, enable "
+                                        "grad_clip_norm)")
+                else:
+                    bad_in_row = 0
+                    window.sums += step_sums
+                _apply_step(run, step, bad)
+                step += 1
+                window.steps += 1
+                result.losses.append(loss)
+                if run.meta is not None and step % cfg.meta.outer_frequency == 0:
+                    _write_record(run, {"step": step, **run.meta.round(step)})
+                log_now = step % cfg.log_interval == 0 or step == cfg.steps
+                record = _log_step(run, step, loss, lr, grad_norm, window, result.skipped_steps) if log_now else {
+                    "loss": loss, "lr": lr}
+                progress.update(step, cfg.steps, record, log_now)
+                if on_step is not None:
+                    on_step(step, record)
+                if step % cfg.eval_interval == 0 and step < cfg.steps:
+                    val = _evaluate(run, step, run.corpus.val)
+                    _write_record(run, {"step": step, "split": "val", **val})
+                    progress.message(f"step {step} val loss {val['loss']:.4f}")
+                    _checkpoint(run, step)
+                if not info.enabled:  # a signal during the bookkeeping above still stops after this step
+                    stopping = stop.received is not None
+            signum = stop.received
+    finally:
+        progress.close()
+    result.train_time_s = time.perf_counter() - train_start
+    result.tokens_per_s = (step - run.start_step) * run.tokens_per_step / max(result.train_time_s, 1e-9)
+    result.step = step
+    if stopping:
+        signum = signum if signum is not None else signal.SIGTERM  # another rank got it
+        path = _checkpoint(run, step)
+        where = f"resumable checkpoint saved to {path} (continue with --resume {path})" if path is not None else (
+            "checkpoint saved by rank 0" if save else "no checkpoint saved")
+        raise TrainingInterrupted(f"interrupted by {signal.Signals(signum).name} at step {step}/{cfg.steps}; {where}",
+                                  signum)
+    _set_schedules(run, step)
+    if final_eval:
+        result.val = _evaluate(run, step, run.corpus.val)
+        result.train = _evaluate(run, step, run.corpus.train)
+        _write_record(run, {"step": step, "final": True, "val": result.val, "train": result.train,
+                            "tokens_per_s": result.tokens_per_s, "skipped_steps": result.skipped_steps})
+    result.checkpoint = _checkpoint(run, step)
+    if run.ema.enabled:  # evaluation-time users of the returned model get the EMA weights, as from the checkpoint
+        run.ema.copy_to(run.model)
+    return result
+
+
+# ----------------------------------------------------------------------------- setup and resume
+
+
+@dataclass
+class _Run:
+    """What one training run holds between optimiser steps: built by `_setup`, filled by `_restore`, saved by
+    `_checkpoint`. `run_model` is `model` compiled and/or DDP-wrapped (what the forward pass calls); `model` is
+    the module whose weights are saved."""
+
+    cfg: Config
+    device: torch.device
+    info: DistInfo
+    corpus: Corpus
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    slow_optimizer: torch.optim.Optimizer | None  # the slow CMS level's (nested level stepping), or None
+    main_params: list[torch.Tensor]
+    slow_named: list[tuple[str, torch.Tensor]]
+    slow_grads: dict[str, torch.Tensor]  # unscaled gradient sum of the slow level over its current period
+    scaler: torch.amp.GradScaler
+    use_scaler: bool
+    ema: EMA
+    meta: Any  # MetaLearner or None
+    save: bool
+    log: bool
+    slow_count: int = 0  # finite steps summed into slow_grads
+    start_step: int = 0
+    saved_rng: dict[str, Any] | None = None
+    saved_streams: dict[str, Any] | None = None  # the checkpoint's carried streams (stream.use), read by `_batches`
+    run_model: torch.nn.Module | None = None  # set by `_wrap`
+    batches: WindowBatches | StreamBatches | None = None  # set by `_batches`
+
+    @property
+    def slow_params(self) -> list[torch.Tensor]:
+        return [p for _, p in self.slow_named]
+
+    @property
+    def tokens_per_step(self) -> int:
+        piece = self.cfg.seq_len * (self.cfg.stream.bptt_segments if self.cfg.stream.use else 1)
+        return self.cfg.batch_size * piece * self.cfg.grad_accum_steps * self.info.world_size
+
+
+def _setup(cfg: Config, device: torch.device, info: DistInfo, *, corpus: Corpus | None,
+           model: torch.nn.Module | None, save: bool, verbose: bool) -> _Run:
+    """Seed, load the corpus, build (or take) the model, its optimisers, scaler, EMA and meta-learner."""
     seed_everything(cfg.seed)
     corpus = corpus if corpus is not None else load_corpus(cfg.data, seed=cfg.seed)
     if cfg.meta.use:  # meta-learning reads a held-out meta split: keep it out of the training batches
@@ -257,15 +390,11 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | P
 
     model = (model if model is not None else build_model(cfg)).to(device)
     main_named, slow_named = split_slow_params(model, cfg)
-    main_params, slow_params = [p for _, p in main_named], [p for _, p in slow_named]
     # M3's slow momentum period is the slow level's period: one name per concept (update_frequencies.optimizer_step)
     opt_args = dict(lr=cfg.lr, base_momentum=cfg.base_momentum, weight_decay=cfg.weight_decay, beta2=cfg.beta2,
                     m3_frequency=cfg.update_frequencies.optimizer_step)
     optimizer = build_optimizer(main_named, cfg.optimizer_type, **opt_args)
     slow_optimizer = build_optimizer(slow_named, cfg.optimizer_type, **opt_args) if slow_named else None
-    slow_period = cfg.update_frequencies.optimizer_step
-    slow_grads = {n: torch.zeros_like(p) for n, p in slow_named}  # unscaled gradient sum over the current period
-    slow_count = 0  # finite steps summed into slow_grads
     use_scaler = cfg.amp and cfg.amp_dtype == "fp16" and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     ema = EMA(model, cfg.ema_decay)
@@ -274,210 +403,246 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | P
         from hope.train.meta import MetaLearner  # only HOPE has fast state to meta-learn
 
         meta = MetaLearner(model, cfg, corpus, device)
-    start_step, saved_rng = 0, None
+    return _Run(cfg=cfg, device=device, info=info, corpus=corpus, model=model,
+                optimizer=optimizer, slow_optimizer=slow_optimizer, main_params=[p for _, p in main_named],
+                slow_named=slow_named, slow_grads={n: torch.zeros_like(p) for n, p in slow_named}, scaler=scaler,
+                use_scaler=use_scaler, ema=ema, meta=meta, save=save, log=verbose and info.is_main)
 
-    if resume is not None:
-        ckpt = load_checkpoint(resume, map_location=device)
-        _check_resumable(ckpt, checkpoint_config(ckpt, resume), model, cfg, resume)
-        try:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            if slow_optimizer is not None:
-                if not ckpt.get("slow_optimizer"):
-                    raise ValueError("it has no slow-level optimiser (was update_frequencies.optimizer_step 1?)")
-                slow_optimizer.load_state_dict(ckpt["slow_optimizer"])
-                for name, saved in (ckpt.get("slow_grads") or {}).items():
-                    slow_grads[name].copy_(saved)
-                slow_count = int(ckpt.get("slow_count") or 0)
-            if use_scaler and ckpt.get("scaler"):
-                scaler.load_state_dict(ckpt["scaler"])
-            if ema.enabled and ckpt.get("ema"):
-                ema.load_state_dict(ckpt["ema"])
-            if meta is not None and ckpt.get("meta"):
-                meta.load_state_dict(ckpt["meta"])
-        except (ValueError, KeyError, RuntimeError, TypeError) as exc:
-            why = " ".join(str(exc).strip().splitlines()[:1])[:200]
-            raise CheckpointError(f"{resume}: cannot continue this checkpoint with this config (optimizer_type or "
-                                  f"update_frequencies.optimizer_step changed?): {why}") from None
-        start_step = int(ckpt["step"])
-        saved_rng = ckpt.get("rng")
 
+def _restore(run: _Run, resume: str | Path) -> None:
+    """Load a checkpoint written by `_checkpoint` into `run` (weights, optimisers, slow level, scaler, EMA,
+    meta-learner, step, RNG states)."""
+    ckpt = load_checkpoint(resume, map_location=run.device)
+    _check_resumable(ckpt, checkpoint_config(ckpt, resume), run.model, run.cfg, resume)
+    try:
+        run.model.load_state_dict(ckpt["model"])
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        if run.slow_optimizer is not None:
+            if not ckpt.get("slow_optimizer"):
+                raise ValueError("it has no slow-level optimiser (was update_frequencies.optimizer_step 1?)")
+            run.slow_optimizer.load_state_dict(ckpt["slow_optimizer"])
+            for name, saved in (ckpt.get("slow_grads") or {}).items():
+                run.slow_grads[name].copy_(saved)
+            run.slow_count = int(ckpt.get("slow_count") or 0)
+        if run.use_scaler and ckpt.get("scaler"):
+            run.scaler.load_state_dict(ckpt["scaler"])
+        if run.ema.enabled and ckpt.get("ema"):
+            run.ema.load_state_dict(ckpt["ema"])
+        if run.meta is not None and ckpt.get("meta"):
+            run.meta.load_state_dict(ckpt["meta"])
+    except (ValueError, KeyError, RuntimeError, TypeError) as exc:
+        why = " ".join(str(exc).strip().splitlines()[:1])[:200]
+        raise CheckpointError(f"{resume}: cannot continue this checkpoint with this config (optimizer_type or "
+                              f"update_frequencies.optimizer_step changed?): {why}") from None
+    run.start_step = int(ckpt["step"])
+    run.saved_rng = ckpt.get("rng")
+    run.saved_streams = ckpt.get("stream")
+
+
+def _wrap(model: torch.nn.Module, cfg: Config, info: DistInfo, device: torch.device) -> torch.nn.Module:
+    """What the forward pass calls: `model`, compiled when `compile`, DDP-wrapped under torchrun."""
     run_model = model
     if cfg.compile:
         run_model = torch.compile(model)
     if info.enabled:
         run_model = DistributedDataParallel(run_model, device_ids=[device.index] if device.type == "cuda" else None)
+    return run_model
 
-    accum = cfg.grad_accum_steps
-    loader = make_loader(corpus.train, cfg.batch_size, cfg.seq_len, cfg.seed, start_step * accum, cfg.steps * accum,
-                         rank=info.rank, recall_fraction=cfg.recall_fraction,
+
+def _batches(run: _Run, resume: str | Path | None = None) -> WindowBatches | StreamBatches:
+    """This rank's training micro-batches from the resumed step on, with the state each starts from: independent
+    windows (a pure function of seed, index, rank: hope.data.loader) or, with `stream.use`, long streams with the
+    state carried (hope.train.stream; the carried states come from the checkpoint on resume)."""
+    cfg, accum = run.cfg, run.cfg.grad_accum_steps
+    if cfg.stream.use:
+        piece = cfg.stream.bptt_segments * cfg.seq_len
+        if len(run.corpus.train) < piece + 1:
+            raise DataError(f"{run.corpus.name}: the train split has {len(run.corpus.train)} bytes, fewer than "
+                            f"stream.bptt_segments * seq_len + 1 = {piece + 1}")
+        schedule = StreamSchedule(run.corpus.train, cfg.batch_size, cfg.seq_len, cfg.stream.bptt_segments,
+                                  cfg.stream.reset_bytes, cfg.seed, rank=run.info.rank,
+                                  recall_fraction=cfg.recall_fraction, recall_episodes=cfg.recall_episodes)
+        batches = StreamBatches(schedule, accum, run.info.rank, run.info.world_size)
+        if run.saved_streams:
+            try:
+                batches.load_state_dict(run.saved_streams, run.start_step,
+                                        lambda: run.model.init_state(cfg.batch_size, run.device))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise CheckpointError(f"{resume}: cannot continue its streams: {exc}") from None
+        return batches
+    loader = make_loader(run.corpus.train, cfg.batch_size, cfg.seq_len, cfg.seed, run.start_step * accum,
+                         cfg.steps * accum, rank=run.info.rank, recall_fraction=cfg.recall_fraction,
                          recall_episodes=cfg.recall_episodes, num_workers=cfg.num_workers,
-                         pin_memory=cfg.pin_memory and device.type == "cuda", prefetch_factor=cfg.prefetch_factor)
-    batches = iter(loader)  # draws the loader's base seed from the torch RNG, so it comes before the restore
-    if saved_rng:
-        _set_rng_state(saved_rng)
-    mpath = metrics_path(cfg)
-    if info.is_main and save:
+                         pin_memory=cfg.pin_memory and run.device.type == "cuda", prefetch_factor=cfg.prefetch_factor)
+    return WindowBatches(iter(loader))
+
+
+# ----------------------------------------------------------------------------- one optimiser step
+
+
+def _set_step_lr(run: _Run, step: int) -> float:
+    """Set the learning rate and the memory schedules of `step`; return the learning rate."""
+    cfg = run.cfg
+    lr = lr_at(step, cfg.lr, min(cfg.warmup_steps, cfg.steps), cfg.steps, cfg.min_lr)
+    set_lr(run.optimizer, lr)
+    if run.slow_optimizer is not None:
+        set_lr(run.slow_optimizer, lr)
+    _set_schedules(run, step)
+    return lr
+
+
+def _accumulate_gradients(run: _Run, step: int) -> tuple[float, torch.Tensor]:
+    """Forward and backward `grad_accum_steps` micro-batches (DDP syncs on the last) -> (mean loss, token sums).
+
+    Each micro-batch starts from the state its slot carries (None: fresh) and hands its new state back, detached
+    (`stream.use`; the plain windows carry nothing)."""
+    accum, info = run.cfg.grad_accum_steps, run.info
+    loss_sum, step_sums = 0.0, torch.zeros(5, dtype=torch.float64)
+    for micro in range(accum):
+        x, y, state = run.batches.take(step, micro)
+        x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+        sync = not info.enabled or micro == accum - 1
+        with run.run_model.no_sync() if not sync else contextlib.nullcontext():
+            with autocast(run.device, run.cfg.amp, run.cfg.amp_dtype):
+                logits, loss, state = run.run_model(x, y, state=state)
+            run.scaler.scale(loss / accum).backward()  # micro-batches of equal size: mean of means
+        run.batches.carry(micro, state)
+        loss_sum += loss.item() / accum
+        step_sums += token_sums(logits.detach(), y).cpu()
+    return loss_sum, step_sums
+
+
+def _guard(run: _Run, loss: float, stop: _StopSignal) -> tuple[float, torch.Tensor, bool, bool]:
+    """Unscale and clip the gradients; decide whether the step is non-finite (skip it) and whether to stop.
+
+    Returns (loss, grad norm, bad, stopping); under torchrun the loss is the mean over ranks and bad/stopping are
+    any-rank decisions, so every rank takes the same path."""
+    run.scaler.unscale_(run.optimizer)
+    grad_norm = _grad_norm(run.main_params, run.cfg.grad_clip_norm)
+    slow_ok = all(bool(torch.isfinite(p.grad).all()) for p in run.slow_params if p.grad is not None)
+    bad = not (math.isfinite(loss) and bool(torch.isfinite(grad_norm)) and slow_ok)
+    stopping = stop.received is not None
+    if run.info.enabled:  # every rank must skip, stop and log alike
+        flags = torch.tensor([loss, float(bad), float(stopping)], dtype=torch.float64, device=run.device)
+        dist.all_reduce(flags)
+        loss = flags[0].item() / run.info.world_size
+        bad, stopping = bad or flags[1].item() > 0, flags[2].item() > 0
+    return loss, grad_norm, bad, stopping
+
+
+def _apply_step(run: _Run, step: int, bad: bool) -> None:
+    """The optimiser step (unless `bad`), the slow level's gradient sum and its every-N-steps step, the scaler
+    update and the EMA update; gradients are zeroed either way."""
+    if not bad:
+        inv_scale = 1.0 / run.scaler.get_scale() if run.use_scaler else 1.0
+        run.scaler.step(run.optimizer)
+        for n, p in run.slow_named:
+            if p.grad is not None:
+                run.slow_grads[n].add_(p.grad, alpha=inv_scale)
+        run.slow_count += 1 if run.slow_named else 0
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.slow_optimizer is not None:
+        run.slow_optimizer.zero_grad(set_to_none=True)
+        if (step + 1) % run.cfg.update_frequencies.optimizer_step == 0:
+            _step_slow_level(run)
+    run.scaler.update()
+    if not bad:
+        run.ema.update(run.model)
+
+
+def _step_slow_level(run: _Run) -> None:
+    """The slow CMS level's step: the average of its period's gradients, clipped; then a fresh period."""
+    if run.slow_count > 0:
+        for n, p in run.slow_named:
+            p.grad = run.slow_grads[n] / run.slow_count
+        if run.cfg.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(run.slow_params, run.cfg.grad_clip_norm)
+        run.slow_optimizer.step()
+        run.slow_optimizer.zero_grad(set_to_none=True)
+    for buf in run.slow_grads.values():
+        buf.zero_()
+    run.slow_count = 0
+
+
+# ----------------------------------------------------------------------------- logging, evaluation, checkpoint
+
+
+@dataclass
+class _Window:
+    """Token sums and throughput since the last log record."""
+
+    sums: torch.Tensor = field(default_factory=lambda: torch.zeros(5, dtype=torch.float64))
+    start: float = field(default_factory=time.perf_counter)
+    steps: int = 0
+
+
+def _log_step(run: _Run, step: int, loss: float, lr: float, grad_norm: torch.Tensor, window: _Window,
+              skipped_steps: int) -> dict:
+    """The metrics.jsonl record of a log step (written here), with the window's accuracy and throughput."""
+    cfg = run.cfg
+    elapsed = max(time.perf_counter() - window.start, 1e-9)
+    stats = summarize(window.sums, cfg.metrics.track_ppl, cfg.metrics.track_accuracy)
+    record = {"step": step, "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
+              "tok/s": window.steps * run.tokens_per_step / elapsed}
+    if cfg.metrics.track_ppl:
+        record["ppl"] = math.exp(min(loss, 50.0)) if math.isfinite(loss) else float("nan")
+    if cfg.metrics.track_accuracy:
+        record.update(acc=stats["accuracy"], top5=stats["top5_acc"], top10=stats["top10_acc"])
+    if skipped_steps:
+        record["skipped_steps"] = skipped_steps
+    _write_record(run, record)
+    window.sums.zero_()
+    window.start, window.steps = time.perf_counter(), 0
+    return record
+
+
+def _set_schedules(run: _Run, step: int) -> None:
+    """Evaluation at step s sees the schedules training at step s would."""
+    run.model.set_schedules(run.cfg.mem_write.at(step), run.cfg.surprise_scale.at(step))
+
+
+def _evaluate(run: _Run, step: int, data: torch.Tensor) -> dict[str, float]:
+    """LM metrics of the (EMA) model on `data` over fixed, evenly spread windows, all-reduced across ranks."""
+    cfg = run.cfg
+    _set_schedules(run, step)
+    with run.ema.swapped_in(run.model):
+        return evaluate_lm(run.model, data, seq_len=cfg.seq_len, batch_size=cfg.batch_size, device=run.device,
+                           amp=cfg.amp, amp_dtype=cfg.amp_dtype, track_ppl=cfg.metrics.track_ppl,
+                           track_accuracy=cfg.metrics.track_accuracy, rank=run.info.rank,
+                           world_size=run.info.world_size, max_windows=cfg.eval_batches * cfg.batch_size)
+
+
+def _open_metrics(run: _Run) -> None:
+    """Start metrics.jsonl (rank 0): empty for a fresh run, cut back to the checkpoint's step on resume."""
+    if run.info.is_main and run.save:
+        mpath = metrics_path(run.cfg)
         mpath.parent.mkdir(parents=True, exist_ok=True)
-        if start_step == 0:
+        if run.start_step == 0:
             mpath.write_text("")
         else:
-            _truncate_metrics(mpath, start_step)
+            _truncate_metrics(mpath, run.start_step)
 
-    def checkpoint(step: int) -> Path | None:
-        if not (save and info.is_main):
-            return None
-        payload = {"model_type": cfg.model_type, "config": config_to_dict(cfg), "model": model_state(model),
-                   "ema": ema.state_dict() if ema.enabled else None, "optimizer": optimizer.state_dict(),
-                   "slow_optimizer": slow_optimizer.state_dict() if slow_optimizer is not None else None,
-                   "slow_grads": dict(slow_grads) if slow_optimizer is not None else None, "slow_count": slow_count,
-                   "scaler": scaler.state_dict() if use_scaler else None, "step": step, "rng": _rng_state(),
-                   "meta": meta.state_dict() if meta is not None else None, "params": model.num_params()}
-        return save_checkpoint(cfg.out, payload)
 
-    def write_record(record: dict) -> None:
-        if save and info.is_main:
-            with open(mpath, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+def _write_record(run: _Run, record: dict) -> None:
+    if run.save and run.info.is_main:
+        with open(metrics_path(run.cfg), "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
 
-    def set_schedules(step: int) -> None:  # evaluation at step s sees the schedules training at step s would
-        model.set_schedules(cfg.mem_write.at(step), cfg.surprise_scale.at(step))
 
-    eval_args = dict(seq_len=cfg.seq_len, batch_size=cfg.batch_size, device=device, amp=cfg.amp,
-                     amp_dtype=cfg.amp_dtype, track_ppl=cfg.metrics.track_ppl,
-                     track_accuracy=cfg.metrics.track_accuracy, rank=info.rank, world_size=info.world_size,
-                     max_windows=cfg.eval_batches * cfg.batch_size)  # fixed, evenly spread windows of each split
-
-    progress = _Progress(cfg.steps, start_step, log)
-    result = TrainResult(model=model, config=cfg, step=start_step, dist=info)
-    tokens_per_step = cfg.batch_size * cfg.seq_len * accum * info.world_size
-    warmup = min(cfg.warmup_steps, cfg.steps)
-    bad_in_row, window_sums, window_start, window_steps = 0, torch.zeros(5, dtype=torch.float64), time.perf_counter(), 0
-    train_start = time.perf_counter()
-    step, stopping = start_step, False
-    if resume is not None:
-        progress.message(f"resumed from {resume} at step {start_step}")
-    progress.message(f"training {cfg.model_type}: {model.num_params():,} parameters on {device}, data {corpus.name}, "
-                     f"{cfg.steps} steps of {tokens_per_step} tokens")
-    model.train()
-    try:
-        with _StopSignal() as stop:
-            while step < cfg.steps and not stopping:
-                lr = lr_at(step, cfg.lr, warmup, cfg.steps, cfg.min_lr)
-                set_lr(optimizer, lr)
-                if slow_optimizer is not None:
-                    set_lr(slow_optimizer, lr)
-                set_schedules(step)
-                loss_sum, step_sums = 0.0, torch.zeros(5, dtype=torch.float64)
-                for micro in range(accum):
-                    x, y = next(batches)
-                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                    sync = not info.enabled or micro == accum - 1
-                    with run_model.no_sync() if not sync else contextlib.nullcontext():
-                        with autocast(device, cfg.amp, cfg.amp_dtype):
-                            logits, loss, _ = run_model(x, y)
-                        scaler.scale(loss / accum).backward()  # micro-batches of equal size: mean of means
-                    loss_sum += loss.item() / accum
-                    step_sums += token_sums(logits.detach(), y).cpu()
-                scaler.unscale_(optimizer)
-                grad_norm = _grad_norm(main_params, cfg.grad_clip_norm)
-                slow_ok = all(bool(torch.isfinite(p.grad).all()) for p in slow_params if p.grad is not None)
-                bad = not (math.isfinite(loss_sum) and bool(torch.isfinite(grad_norm)) and slow_ok)
-                stopping = stop.received is not None
-                if info.enabled:  # every rank must skip, stop and log alike
-                    flags = torch.tensor([loss_sum, float(bad), float(stopping)], dtype=torch.float64, device=device)
-                    dist.all_reduce(flags)
-                    loss_sum = flags[0].item() / info.world_size
-                    bad, stopping = bad or flags[1].item() > 0, flags[2].item() > 0
-                if bad:
-                    bad_in_row += 1
-                    result.skipped_steps += 1
-                    progress.message(f"step {step + 1}: non-finite loss/gradient ({loss_sum}, {float(grad_norm)}), "
-                                     "step skipped")
-                    if bad_in_row >= cfg.max_bad_steps:
-                        raise HopeError(f"{bad_in_row} non-finite steps in a row at step {step + 1}: training "
-                                        "diverged (lower lr or surprise_scale, raise error_decay, enable "
-                                        "grad_clip_norm)")
-                else:
-                    bad_in_row = 0
-                    inv_scale = 1.0 / scaler.get_scale() if use_scaler else 1.0
-                    scaler.step(optimizer)
-                    for n, p in slow_named:
-                        if p.grad is not None:
-                            slow_grads[n].add_(p.grad, alpha=inv_scale)
-                    slow_count += 1 if slow_named else 0
-                    window_sums += step_sums
-                optimizer.zero_grad(set_to_none=True)
-                if slow_optimizer is not None:
-                    slow_optimizer.zero_grad(set_to_none=True)
-                    if (step + 1) % slow_period == 0:  # the slow level's step: average of its period's gradients
-                        if slow_count > 0:
-                            for n, p in slow_named:
-                                p.grad = slow_grads[n] / slow_count
-                            if cfg.grad_clip_norm > 0:
-                                torch.nn.utils.clip_grad_norm_(slow_params, cfg.grad_clip_norm)
-                            slow_optimizer.step()
-                            slow_optimizer.zero_grad(set_to_none=True)
-                        for buf in slow_grads.values():
-                            buf.zero_()
-                        slow_count = 0
-                scaler.update()
-                if not bad:
-                    ema.update(model)
-                step += 1
-                window_steps += 1
-                result.losses.append(loss_sum)
-                if meta is not None and step % cfg.meta.outer_frequency == 0:
-                    write_record({"step": step, **meta.round(step)})
-                log_now = step % cfg.log_interval == 0 or step == cfg.steps
-                record = {"loss": loss_sum, "lr": lr}
-                if log_now:
-                    elapsed = max(time.perf_counter() - window_start, 1e-9)
-                    stats = summarize(window_sums, cfg.metrics.track_ppl, cfg.metrics.track_accuracy)
-                    record = {"step": step, "loss": loss_sum, "lr": lr, "grad_norm": float(grad_norm),
-                              "tok/s": window_steps * tokens_per_step / elapsed}
-                    if cfg.metrics.track_ppl:
-                        record["ppl"] = math.exp(min(loss_sum, 50.0)) if math.isfinite(loss_sum) else float("nan")
-                    if cfg.metrics.track_accuracy:
-                        record.update(acc=stats["accuracy"], top5=stats["top5_acc"], top10=stats["top10_acc"])
-                    if result.skipped_steps:
-                        record["skipped_steps"] = result.skipped_steps
-                    write_record(record)
-                    window_sums.zero_()
-                    window_start, window_steps = time.perf_counter(), 0
-                progress.update(step, cfg.steps, record, log_now)
-                if on_step is not None:
-                    on_step(step, record)
-                if step % cfg.eval_interval == 0 and step < cfg.steps:
-                    set_schedules(step)
-                    with ema.swapped_in(model):
-                        val = evaluate_lm(model, corpus.val, **eval_args)
-                    write_record({"step": step, "split": "val", **val})
-                    progress.message(f"step {step} val loss {val['loss']:.4f}")
-                    checkpoint(step)
-                if not info.enabled:  # a signal during the bookkeeping above still stops after this step
-                    stopping = stop.received is not None
-            signum = stop.received
-    finally:
-        progress.close()
-    result.train_time_s = time.perf_counter() - train_start
-    result.tokens_per_s = (step - start_step) * tokens_per_step / max(result.train_time_s, 1e-9)
-    result.step = step
-    if stopping:
-        signum = signum if signum is not None else signal.SIGTERM  # another rank got it
-        path = checkpoint(step)
-        where = f"resumable checkpoint saved to {path} (continue with --resume {path})" if path is not None else (
-            "checkpoint saved by rank 0" if save else "no checkpoint saved")
-        raise TrainingInterrupted(f"interrupted by {signal.Signals(signum).name} at step {step}/{cfg.steps}; {where}",
-                                  signum)
-    set_schedules(step)
-    if final_eval:
-        with ema.swapped_in(model):
-            result.val = evaluate_lm(model, corpus.val, **eval_args)
-            result.train = evaluate_lm(model, corpus.train, **eval_args)
-        write_record({"step": step, "final": True, "val": result.val, "train": result.train,
-                      "tokens_per_s": result.tokens_per_s, "skipped_steps": result.skipped_steps})
-    result.checkpoint = checkpoint(step)
-    if ema.enabled:  # evaluation-time users of the returned model get the EMA weights, as from the checkpoint
-        ema.copy_to(model)
-    return result
+def _checkpoint(run: _Run, step: int) -> Path | None:
+    """Save a resumable checkpoint at `step` (rank 0, when saving); the keys are listed in hope.checkpoint."""
+    if not run.save:
+        return None
+    streams = run.batches.state_dict(step) if run.batches is not None else None  # collective under torchrun
+    if not run.info.is_main:
+        return None
+    cfg, model = run.cfg, run.model
+    has_slow = run.slow_optimizer is not None
+    payload = {"model_type": cfg.model_type, "config": config_to_dict(cfg), "model": model_state(model),
+               "ema": run.ema.state_dict() if run.ema.enabled else None, "optimizer": run.optimizer.state_dict(),
+               "slow_optimizer": run.slow_optimizer.state_dict() if has_slow else None,
+               "slow_grads": dict(run.slow_grads) if has_slow else None, "slow_count": run.slow_count,
+               "scaler": run.scaler.state_dict() if run.use_scaler else None, "step": step, "rng": _rng_state(),
+               "meta": run.meta.state_dict() if run.meta is not None else None, "stream": streams,
+               "params": model.num_params()}
+    return save_checkpoint(cfg.out, payload)
