@@ -63,8 +63,10 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", encoding: str | N
             f.flush()
             # fsync before the rename: otherwise a power cut can leave the *renamed* file empty.
             os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); reports are ordinary files, so keep the old mode or use 0644.
-        os.chmod(tmp_name, target.stat().st_mode & 0o7777 if target.exists() else 0o644)
+        # mkstemp makes the file private (0600); reports are ordinary files: keep the old mode, or the umask's.
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp_name, target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~mask)
         os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -169,9 +171,10 @@ _SEED_COLUMNS = (
 def seeds_table_md(groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
     """A markdown table, one row per group (a model or variant), of mean ± sample std over the group's runs.
 
-    Each run is the final record that ``hope-train`` appends to its ``metrics.jsonl``
-    (``{"final": true, "val": {...}, "tokens_per_s": ...}``). Spread is the sample standard deviation across
-    seeds, so with 3 seeds a difference of about 2 spreads is the least worth reading.
+    Each run is the final validation record of a ``hope-train`` metrics log
+    (``{"split": "val", "final": true, "loss": ..., "tokens_per_s": ...}``; an older log's nested
+    ``{"final": true, "val": {...}, "tokens_per_s": ...}`` works too). Spread is the sample standard deviation
+    across seeds, so with 3 seeds a difference of about 2 spreads is the least worth reading.
     """
     header = ["model", "seeds"] + [c[0] for c in _SEED_COLUMNS] + ["train tokens/s"]
     rows = []
@@ -180,7 +183,8 @@ def seeds_table_md(groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
             raise ValueError(f"group {name!r} has no runs")
         cells = [name, str(len(runs))]
         for _, key, fmt in _SEED_COLUMNS:
-            mean, std = mean_spread([run["val"][key] for run in runs])
+            mean, std = mean_spread([(run["val"] if isinstance(run.get("val"), Mapping) else run)[key]
+                                     for run in runs])
             cells.append(f"{_fmt(mean, fmt)} ± {_fmt(std, fmt)}")
         mean, std = mean_spread([run["tokens_per_s"] for run in runs])
         cells.append(f"{mean:.0f} ± {std:.0f}")

@@ -13,16 +13,19 @@ optimisers, the slow level's accumulated gradients, scaler, step and RNG states.
 step, save a resumable checkpoint and raise `TrainingInterrupted`.
 
 Output: a tqdm bar (loss/acc/top5/top10/lr/tok/s) when stdout is a terminal, plain log lines otherwise, and
-`metrics.jsonl` next to the checkpoint: one record per `log_interval`, one per periodic validation
-(`"split": "val"`), and a final record with train and validation metrics. Under torchrun only rank 0 writes;
+the run's files next to the checkpoint (`hope.runs`: `<ckpt stem>.metrics.jsonl`, `<ckpt stem>.config.yaml`). The
+metrics log has one schema (`hope.runs.METRICS_SCHEMA`): a `"split": "train"` record per `log_interval`, a
+`"split": "val"` record per periodic validation, and two `"final": true` records (val and train) at the end; with
+`tensorboard=DIR` the same numbers go to TensorBoard. Under torchrun only rank 0 writes;
 the step loss, the skip decision and the stop decision are all-reduced so every rank takes the same path.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import math
+import os
 import random
 import signal
 import sys
@@ -43,6 +46,8 @@ from hope.data.loader import make_loader
 from hope.errors import HopeError
 from hope.eval.lm import evaluate_lm, summarize, token_sums
 from hope.models import build_model
+from hope.runs import (MetricsLog, RunFiles, absolute_data, check_writable, metrics_log_path, open_tensorboard,
+                       refuse_overwrite, require_tensorboard)
 from hope.runtime import DistInfo, autocast, init_distributed, resolve_device, seed_everything, shutdown_distributed
 from hope.train.ema import EMA
 from hope.train.optim import build_optimizer, set_lr
@@ -72,11 +77,12 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # one per optimiser step taken (skipped steps included)
     skipped_steps: int = 0
     dist: DistInfo = field(default_factory=DistInfo)  # this process's rank: only rank 0 reports
+    files: list[Path] = field(default_factory=list)  # what this run wrote (checkpoint, metrics log, config, ...)
 
 
 def metrics_path(cfg: Config) -> Path:
-    """metrics.jsonl lives next to the checkpoint."""
-    return Path(cfg.out).with_name("metrics.jsonl")
+    """The run's metrics log: `<ckpt stem>.metrics.jsonl` next to the checkpoint `cfg.out`."""
+    return metrics_log_path(cfg.out)
 
 
 def split_slow_params(model: torch.nn.Module, cfg: Config) -> tuple[list, list]:
@@ -139,7 +145,8 @@ class _StopSignal:
 class _Progress:
     """tqdm bar on a terminal, plain periodic log lines otherwise (CI logs, files); both on stdout."""
 
-    KEYS = ("loss", "acc", "top5", "top10", "lr", "tok/s")
+    KEYS = (("loss", "loss"), ("acc", "accuracy"), ("top5", "top5_acc"), ("top10", "top10_acc"), ("lr", "lr"),
+            ("tok/s", "tokens_per_s"))  # (shown as, record key)
 
     def __init__(self, total: int, initial: int, enabled: bool):
         self.bar = None
@@ -161,7 +168,7 @@ class _Progress:
     def update(self, step: int, total: int, record: dict[str, float], log_line: bool) -> None:
         if not self.enabled:
             return
-        shown = {k: record[k] for k in self.KEYS if k in record}
+        shown = {label: record[key] for label, key in self.KEYS if key in record}
         if self.bar is not None:
             self.bar.update(1)
             if log_line:
@@ -199,51 +206,77 @@ def _check_resumable(ckpt: dict[str, Any], stored: Config, model: torch.nn.Modul
                               f"continue with its own")
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop records written after the checkpoint's step (they are about to be redone)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(record, dict) or int(record.get("step", 0)) <= step:
-            kept.append(line)
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+def _eval_record(step: int, split: str, tokens: int, lr: float, metrics: dict[str, float]) -> dict[str, Any]:
+    """A metrics-log record of an evaluation (`evaluate_lm`'s `tokens`, the count scored, is `eval_tokens`)."""
+    scores = {k: v for k, v in metrics.items() if k != "tokens"}
+    return {"step": step, "split": split, "tokens": tokens, "lr": lr, **scores, "eval_tokens": metrics.get("tokens")}
 
 
 def train(cfg: Config, *, resume: str | Path | None = None, corpus: Corpus | None = None,
           model: torch.nn.Module | None = None, save: bool = True, verbose: bool = True,
-          final_eval: bool = True, on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
+          final_eval: bool = True, on_step: Callable[[int, dict], None] | None = None,
+          overwrite: bool = True, tensorboard: str | Path | None = None) -> TrainResult:
     """Train `cfg.model_type` for `cfg.steps` optimiser steps and return the model and its metrics.
 
     `corpus` overrides `cfg.data` (used by experiments that train on prepared splits); `model` continues training
     a given model (continual learning) instead of building a fresh one; `resume` continues a checkpoint exactly;
     `on_step(step, record)` is called after every optimiser step. The returned model holds the EMA weights when
-    `ema_decay > 0`. Raises `TrainingInterrupted` after SIGINT/SIGTERM (with a resumable checkpoint saved) and
-    `HopeError` for bad input or after `max_bad_steps` non-finite steps in a row.
+    `ema_decay > 0`. With `save`, the run writes `cfg.out`, its metrics log and its resolved config
+    (`hope.runs.RunFiles`), all checked for writability first; `overwrite=False` refuses (HopeError) when one of
+    them already exists and is not the checkpoint being resumed. `tensorboard` also logs the metrics there.
+    Raises `TrainingInterrupted` after SIGINT/SIGTERM (with a resumable checkpoint saved) and `HopeError` for bad
+    input or after `max_bad_steps` non-finite steps in a row.
     """
+    if cfg.data and "," not in cfg.data and Path(cfg.data).is_file():  # the checkpoint works from any folder
+        cfg = dataclasses.replace(cfg, data=absolute_data(cfg.data))
+    files = RunFiles(Path(cfg.out))
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # torchrun: one checker, before any rank writes
+    if save and main_rank:
+        check_writable(files.paths())
+        if tensorboard:
+            require_tensorboard()
+            check_writable([Path(tensorboard) / "events"])
+        if not overwrite:
+            refuse_overwrite(files.paths(), allowed=RunFiles(Path(resume)).paths() if resume else ())
     device = resolve_device(cfg.device, cfg.cuda_device)
     owns_group = not (dist.is_available() and dist.is_initialized())
     info: DistInfo = init_distributed(device.type)
     if info.enabled and device.type == "cuda":
         device = torch.device(f"cuda:{info.local_rank}")
         torch.cuda.set_device(device)
+    if info.is_main and (verbose or save):
+        if cfg.warmup_steps >= cfg.steps:
+            print(f"warning: warmup_steps ({cfg.warmup_steps}) >= steps ({cfg.steps}): the learning rate ramps up "
+                  "for the whole run and never decays (lower warmup_steps)", file=sys.stderr)
+        if cfg.compile:
+            print("compiling the model with torch.compile (compile: true): the first steps take a while",
+                  file=sys.stderr, flush=True)
+    log = None
+    if save and info.is_main:
+        from hope.config import dump_yaml
+        from hope.report.writers import write_text
+
+        write_text(files.config, dump_yaml(cfg))
+        log = MetricsLog(files.metrics, open_tensorboard(tensorboard) if tensorboard else None)
     anomaly_before = torch.is_anomaly_enabled()
     try:
-        return _train(cfg, device, info, resume=resume, corpus=corpus, model=model, save=save, verbose=verbose,
-                      final_eval=final_eval, on_step=on_step)
+        result = _train(cfg, device, info, resume=resume, corpus=corpus, model=model, save=save, verbose=verbose,
+                        final_eval=final_eval, on_step=on_step, run_log=log)
     finally:
         torch.autograd.set_detect_anomaly(anomaly_before)  # debug_anomaly is for this run, not the process
+        if log is not None:
+            log.close()
         if owns_group:
             shutdown_distributed()
+    if log is not None:
+        result.files = [p for p in (result.checkpoint, files.metrics, files.config) if p is not None]
+        result.files += [Path(tensorboard)] if tensorboard else []
+    return result
 
 
 def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | Path | None, corpus: Corpus | None,
            model: torch.nn.Module | None, save: bool, verbose: bool, final_eval: bool,
-           on_step: Callable[[int, dict], None] | None) -> TrainResult:
+           on_step: Callable[[int, dict], None] | None, run_log: MetricsLog | None = None) -> TrainResult:
     log = verbose and info.is_main
     seed_everything(cfg.seed)
     corpus = corpus if corpus is not None else load_corpus(cfg.data, seed=cfg.seed)
@@ -316,13 +349,8 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | P
     batches = iter(loader)  # draws the loader's base seed from the torch RNG, so it comes before the restore
     if saved_rng:
         _set_rng_state(saved_rng)
-    mpath = metrics_path(cfg)
-    if info.is_main and save:
-        mpath.parent.mkdir(parents=True, exist_ok=True)
-        if start_step == 0:
-            mpath.write_text("")
-        else:
-            _truncate_metrics(mpath, start_step)
+    if run_log is not None:
+        run_log.start(start_step)
 
     def checkpoint(step: int) -> Path | None:
         if not (save and info.is_main):
@@ -336,9 +364,8 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | P
         return save_checkpoint(cfg.out, payload)
 
     def write_record(record: dict) -> None:
-        if save and info.is_main:
-            with open(mpath, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+        if run_log is not None:
+            run_log.write(record)
 
     def set_schedules(step: int) -> None:  # evaluation at step s sees the schedules training at step s would
         model.set_schedules(cfg.mem_write.at(step), cfg.surprise_scale.at(step))
@@ -428,18 +455,20 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | P
                 window_steps += 1
                 result.losses.append(loss_sum)
                 if meta is not None and step % cfg.meta.outer_frequency == 0:
-                    write_record({"step": step, **meta.round(step)})
+                    write_record({"step": step, "split": "meta", "tokens": step * tokens_per_step, **meta.round(step)})
                 log_now = step % cfg.log_interval == 0 or step == cfg.steps
                 record = {"loss": loss_sum, "lr": lr}
                 if log_now:
                     elapsed = max(time.perf_counter() - window_start, 1e-9)
                     stats = summarize(window_sums, cfg.metrics.track_ppl, cfg.metrics.track_accuracy)
-                    record = {"step": step, "loss": loss_sum, "lr": lr, "grad_norm": float(grad_norm),
-                              "tok/s": window_steps * tokens_per_step / elapsed}
+                    record = {"step": step, "split": "train", "tokens": step * tokens_per_step, "lr": lr,
+                              "loss": loss_sum, "grad_norm": float(grad_norm),
+                              "tokens_per_s": window_steps * tokens_per_step / elapsed}
                     if cfg.metrics.track_ppl:
                         record["ppl"] = math.exp(min(loss_sum, 50.0)) if math.isfinite(loss_sum) else float("nan")
                     if cfg.metrics.track_accuracy:
-                        record.update(acc=stats["accuracy"], top5=stats["top5_acc"], top10=stats["top10_acc"])
+                        record.update(accuracy=stats["accuracy"], top5_acc=stats["top5_acc"],
+                                      top10_acc=stats["top10_acc"])
                     if result.skipped_steps:
                         record["skipped_steps"] = result.skipped_steps
                     write_record(record)
@@ -452,7 +481,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | P
                     set_schedules(step)
                     with ema.swapped_in(model):
                         val = evaluate_lm(model, corpus.val, **eval_args)
-                    write_record({"step": step, "split": "val", **val})
+                    write_record(_eval_record(step, "val", step * tokens_per_step, lr, val))
                     progress.message(f"step {step} val loss {val['loss']:.4f}")
                     checkpoint(step)
                 if not info.enabled:  # a signal during the bookkeeping above still stops after this step
@@ -475,8 +504,10 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | P
         with ema.swapped_in(model):
             result.val = evaluate_lm(model, corpus.val, **eval_args)
             result.train = evaluate_lm(model, corpus.train, **eval_args)
-        write_record({"step": step, "final": True, "val": result.val, "train": result.train,
-                      "tokens_per_s": result.tokens_per_s, "skipped_steps": result.skipped_steps})
+        last_lr = lr_at(max(step - 1, 0), cfg.lr, warmup, cfg.steps, cfg.min_lr)
+        for split, metrics in (("val", result.val), ("train", result.train)):
+            write_record({**_eval_record(step, split, step * tokens_per_step, last_lr, metrics), "final": True,
+                          "tokens_per_s": result.tokens_per_s, "skipped_steps": result.skipped_steps})
     result.checkpoint = checkpoint(step)
     if ema.enabled:  # evaluation-time users of the returned model get the EMA weights, as from the checkpoint
         ema.copy_to(model)
