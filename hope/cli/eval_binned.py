@@ -7,7 +7,8 @@ Run as:
 
 Reads --windows validation windows of max(lengths) + 1 bytes (streaming across segments when longer than
 seq_len), and writes --out (default reports/binned_ppl.csv) with header
-bin_start,bin_end,loss,ppl,tokens,model_type,checkpoint: one row per bin [0,64), [64,128), ... and checkpoint.
+bin_start,bin_end,loss,ppl,tokens,model_type,checkpoint,step,data,max_len,attn_window: one row per bin [0,64),
+[64,128), ... and checkpoint.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import sys
 
 from hope.cli.args import run
 
-COLUMNS = ("bin_start", "bin_end", "loss", "ppl", "tokens", "model_type", "checkpoint")
+COLUMNS = ("bin_start", "bin_end", "loss", "ppl", "tokens", "model_type", "checkpoint", "step", "data", "max_len",
+           "attn_window")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,8 @@ Run as:
     hope-track-long --ckpt reports/hope_checkpoint.pt,reports/baseline_checkpoint.pt --gaps 256,512,1024,2048 \
         --data data/tiny_shakespeare.txt --out reports/long_context.csv
 
-Writes --out (default reports/long_context.csv) with header gap,recall_prob,chance,trials,model_type,checkpoint;
+Writes --out (default reports/long_context.csv) with header gap,recall_prob,chance,trials,model_type,checkpoint,
+step,data;
 several comma-separated checkpoints go into one CSV so HOPE and the baseline can be compared on the same
 episodes. Gaps may exceed max_len: the models stream the episode segment by segment (the baseline slides its
 window, so it cannot recall beyond it).
@@ -18,7 +19,7 @@ import sys
 
 from hope.cli.args import run
 
-COLUMNS = ("gap", "recall_prob", "chance", "trials", "model_type", "checkpoint")
+COLUMNS = ("gap", "recall_prob", "chance", "trials", "model_type", "checkpoint", "step", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:
