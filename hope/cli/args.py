@@ -27,7 +27,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+        nothing = action.default is None or action.default is False or action.default == [] or (
+            action.default == argparse.SUPPRESS)
+        if "default" in text or nothing:
             return text
         return super()._get_help_string(action)
 

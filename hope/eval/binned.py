@@ -81,7 +81,7 @@ def binned_loss(model: torch.nn.Module, data: torch.Tensor, lengths: Sequence[in
     """Rows {bin_start, bin_end, loss, ppl, tokens}, one per bin, over `windows` validation windows (None: all)."""
     lengths = parse_lengths(lengths)
     if windows is not None and windows <= 0:
-        raise HopeError(f"--windows must be > 0, got {windows}")
+        raise HopeError(f"--samples (--windows) must be > 0, got {windows}")
     if batch_size <= 0:
         raise HopeError(f"--batch_size must be > 0, got {batch_size}")
     sums, n_windows = position_nll(model, data, lengths[-1], windows, batch_size, device, amp, amp_dtype)

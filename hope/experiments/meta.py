@@ -44,7 +44,7 @@ def run_meta_experiment(cfg: Config, *, out_dir: str | Path = "reports", referen
     if reference not in ("plain", "init"):
         raise HopeError(f"--reference must be plain or init, got '{reference}'")
     if eval_pairs < 1:
-        raise HopeError(f"--eval_pairs must be >= 1, got {eval_pairs}")
+        raise HopeError(f"--samples (--eval_pairs) must be >= 1, got {eval_pairs}")
     reports = [Path(out_dir) / "meta_metrics.json", Path(out_dir) / "meta_report.md"]
     if int(os.environ.get("RANK", "0")) == 0:  # before the reference run, not after it
         run_paths = RunFiles(Path(cfg.out)).paths()
