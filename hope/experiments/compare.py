@@ -107,8 +107,9 @@ def run_experiment(cfg: Config, out_dir: str | Path = "reports", *, command: str
             refuse_overwrite(outputs)
     params = {name: count_params(c) for name, c in configs.items()}
     base = configs["baseline"]
-    log(f"parameters: HOPE {params['hope']:,}, baseline {params['baseline']:,} "
-        f"(depth {base.depth}, ff_mult {base.ff_mult}; {100 * (params['baseline'] / params['hope'] - 1):+.1f}%)")
+    log(f"parameters: HOPE {params['hope']:,} (depth {cfg.depth}), baseline {params['baseline']:,} "
+        f"(matched to HOPE: depth {base.depth}, ff_mult {base.ff_mult}; "
+        f"{100 * (params['baseline'] / params['hope'] - 1):+.1f}%)")
     corpus = corpus if corpus is not None else load_corpus(cfg.data, seed=cfg.seed)
     corpus.check_length(cfg.seq_len + 1)
 

@@ -299,8 +299,21 @@ def experiment_report_md(metrics: Mapping[str, Any]) -> str:
         for full, value in config.items():
             by_leaf.setdefault(full.rsplit(".", 1)[-1], (full, value))
         shown = [by_leaf[k] for k in _KEY_CONFIG if k in by_leaf]
-        lines += ["## Key configuration", ""]
-        lines += _md_table(["key", "value"], [(f"`{k}`", f"`{v}`") for k, v in shown])
+        amp_on = by_leaf.get("amp", (None, None))[1]
+        cells = []
+        for k, v in shown:
+            leaf = k.rsplit(".", 1)[-1]
+            if leaf == "amp" and isinstance(v, bool):
+                v = "on" if v else "off"
+            elif leaf == "amp_dtype" and amp_on is False:
+                v = f"{v} (unused: amp off)"
+            cells.append((f"`{k}`", f"`{v}`"))
+        base = metrics.get("baseline_config") or {}
+        if base:  # the baseline's own shape, so the user's depth above does not read as ignored
+            cells.append(("baseline shape", "`" + ", ".join(f"{k} {v}" for k, v in base.items())
+                          + "` (chosen to match HOPE's parameter count)"))
+        lines += ["## Key configuration (HOPE, as given)", ""]
+        lines += _md_table(["key", "value"], cells)
         lines += [""]
 
     if order:
@@ -375,7 +388,14 @@ def continual_report_md(metrics: Mapping[str, Any]) -> str:
         ranked = sorted(summary.items(), key=lambda kv: kv[1][0])
         (best, (f_best, _)), (other, (f_other, _)) = ranked[0], ranked[1]
         lines += ["## Verdict", ""]
-        if f_best == f_other:
+        if f_best <= 0 and f_other <= 0:  # "forgets less" would claim a forgetting that did not happen
+            lines += [f"**Neither model forgot**: average forgetting {f_best:+.4f} ({_model_label(best)}) and "
+                      f"{f_other:+.4f} nats/byte ({_model_label(other)}), both <= 0: later stages did not make the "
+                      "earlier domains worse.", ""]
+        elif f_best <= 0:
+            lines += [f"**Only {_model_label(other)} forgot**: average forgetting {f_other:+.4f} nats/byte vs "
+                      f"{f_best:+.4f} ({_model_label(best)}, no forgetting).", ""]
+        elif f_best == f_other:
             lines += [f"{_model_label(best)} and {_model_label(other)} forget equally ({f_best:+.4f} nats/byte).", ""]
         else:
             lines += [
