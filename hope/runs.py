@@ -120,6 +120,14 @@ def refuse_overwrite(paths: Iterable[str | Path], *, allowed: Iterable[str | Pat
                             "or write elsewhere (--out / --out_dir)")
 
 
+def write_run_config(path: str | Path, cfg: Any) -> Path:
+    """The resolved config a run trains with, as YAML (`hope.config.dump_yaml`), written atomically."""
+    from hope.config import dump_yaml
+    from hope.report.writers import write_text
+
+    return write_text(path, dump_yaml(cfg))
+
+
 def file_mode() -> int:
     """The mode a plain `open()` would give a new file under this process's umask (0644 under umask 022)."""
     mask = os.umask(0)
@@ -229,5 +237,5 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 __all__ = ["METRICS_SCHEMA", "RunFiles", "metrics_log_path", "find_metrics_log", "check_writable",
-           "refuse_overwrite", "file_mode", "absolute_data", "resolve_data", "require_tensorboard", "open_tensorboard", "MetricsLog",
+           "refuse_overwrite", "write_run_config", "file_mode", "absolute_data", "resolve_data", "require_tensorboard", "open_tensorboard", "MetricsLog",
            "read_metrics"]

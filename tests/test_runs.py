@@ -201,3 +201,14 @@ def test_tensorboard_gets_every_number_by_split(tmp_path, monkeypatch):
     log.start(0)
     log.write({"step": 1, "split": "val", "loss": float("nan")})  # non-finite numbers stay in the JSON only
     assert read_metrics(tmp_path / "x.jsonl")[0]["split"] == "val"
+
+
+@pytest.mark.parametrize("command", ["track_long", "eval_binned"])
+def test_csv_outputs_are_checked_before_evaluating(command, tmp_path, capsys):
+    import importlib
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    module = importlib.import_module(f"hope.cli.{command}")
+    assert module.main(["--ckpt", str(tmp_path / "missing.pt"), "--out", str(blocker / "x.csv")]) == 2
+    assert "is a file, not a folder" in error_line(capsys)  # not "checkpoint not found": checked first

@@ -42,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         from hope.eval.long import split_paths
         from hope.report.writers import write_csv
 
+        from hope.runs import check_writable
+
         lengths = parse_lengths(args.lengths)
+        check_writable([args.out])  # before minutes of evaluation, not after
         rows = binned_rows(split_paths(args.ckpt), args.data, lengths, args.samples, args.batch_size, args.device)
         path = write_csv(args.out, rows, COLUMNS)
         print(f"wrote {path}")

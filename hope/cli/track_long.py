@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         from hope.eval.long import parse_gaps, split_paths, track_long
         from hope.report.writers import write_csv
 
+        from hope.runs import check_writable
+
         gaps = parse_gaps(args.gaps)
+        check_writable([args.out])  # before minutes of evaluation, not after
         rows = track_long(split_paths(args.ckpt), gaps, args.samples, args.seed, args.data, args.device,
                           args.batch_size, memory_capacity=args.memory_capacity)
         path = write_csv(args.out, rows, COLUMNS)

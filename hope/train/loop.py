@@ -47,7 +47,7 @@ from hope.errors import HopeError
 from hope.eval.lm import evaluate_lm, summarize, token_sums
 from hope.models import build_model
 from hope.runs import (MetricsLog, RunFiles, absolute_data, check_writable, metrics_log_path, open_tensorboard,
-                       refuse_overwrite, require_tensorboard)
+                       refuse_overwrite, require_tensorboard, write_run_config)
 from hope.runtime import DistInfo, autocast, init_distributed, resolve_device, seed_everything, shutdown_distributed
 from hope.train.ema import EMA
 from hope.train.optim import build_optimizer, set_lr
@@ -253,10 +253,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, corpus: Corpus | Non
                   file=sys.stderr, flush=True)
     log = None
     if save and info.is_main:
-        from hope.config import dump_yaml
-        from hope.report.writers import write_text
-
-        write_text(files.config, dump_yaml(cfg))
+        write_run_config(files.config, cfg)
         log = MetricsLog(files.metrics, open_tensorboard(tensorboard) if tensorboard else None)
     anomaly_before = torch.is_anomaly_enabled()
     try:
