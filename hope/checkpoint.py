@@ -21,6 +21,7 @@ import torch
 
 from hope.config import Config, ConfigError, config_from_dict, config_to_dict
 from hope.errors import HopeError
+from hope.runs import file_mode, resolve_data
 
 FORMAT = "hope-checkpoint-v1"
 
@@ -30,7 +31,10 @@ class CheckpointError(HopeError):
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write atomically: temp file in the same directory, fsync, then rename over the target."""
+    """Write atomically: temp file in the same directory, fsync, then rename over the target.
+
+    The file gets the mode a plain `open()` would (umask applied: 0644 under umask 022), not mkstemp's 0600, so a
+    teammate can read it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, **payload}
@@ -40,6 +44,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -69,9 +74,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def stored_config(ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The checkpoint's config dict, its data path made usable from here (`hope.runs.resolve_data`: stored
+    absolute; older relative paths are looked up beside the checkpoint, then in the current folder)."""
+    config = dict(ckpt["config"])
+    if isinstance(config.get("data"), str):
+        config["data"] = resolve_data(config["data"], path)
+    return config
+
+
 def checkpoint_config(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> Config:
+    """The checkpoint's resolved Config (data path as in `stored_config`)."""
     try:
-        return config_from_dict(ckpt["config"])
+        return config_from_dict(stored_config(ckpt, path))
     except ConfigError as exc:
         raise CheckpointError(f"{path}: stored config is invalid: {exc}") from None
 
@@ -124,5 +139,5 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return inner.state_dict()
 
 
-__all__ = ["CheckpointError", "STATE_SIZE_KEYS", "save_checkpoint", "load_checkpoint", "checkpoint_config", "load_model", "model_state",
-           "config_to_dict"]
+__all__ = ["CheckpointError", "STATE_SIZE_KEYS", "save_checkpoint", "load_checkpoint", "stored_config",
+           "checkpoint_config", "load_model", "model_state", "config_to_dict"]

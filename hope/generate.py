@@ -59,3 +59,10 @@ def sample(logits: torch.Tensor, temperature: float, top_k: int | None, gen: tor
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     return int(torch.multinomial(probs, 1, generator=gen))
+
+
+# `hope.generate` is also the API function of that name (`from hope import generate`): calling the module generates.
+from hope.api import callable_module as _callable_module  # noqa: E402
+from hope.api import generate as _generate  # noqa: E402
+
+_callable_module(__name__, _generate)

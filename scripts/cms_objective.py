@@ -25,6 +25,7 @@ from hope.data.corpus import load_corpus
 from hope.eval.binned import binned_loss
 from hope.eval.lm import evaluate_lm
 from hope.models import build_model
+from hope.runs import find_metrics_log, read_metrics
 from hope.runtime import seed_everything
 from hope.train.loop import train
 
@@ -77,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     val = load_corpus(args.data, seed=cfg.seed).val
     for objective in OBJECTIVES:
         ckpt = trained(args.config, args.data, out, args.steps, objective, args.fast_gain)
-        final = json.loads(ckpt.with_name("metrics.jsonl").read_text().splitlines()[-1])
-        row = {"objective": objective, "val": round(final["val"]["loss"], 4), "tokens/s": round(final["tokens_per_s"]),
+        final = [r for r in read_metrics(find_metrics_log(ckpt)) if r.get("final") and r["split"] == "val"][-1]
+        row = {"objective": objective, "val": round(final["loss"], 4), "tokens/s": round(final["tokens_per_s"]),
                **ablations(ckpt, val, cfg.seq_len, cfg.batch_size, 50 * cfg.batch_size)}
         print(json.dumps(row), flush=True)
     return 0

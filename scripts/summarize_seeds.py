@@ -3,7 +3,7 @@
 Run as:
     python scripts/summarize_seeds.py HOPE=runs/hope_s0,runs/hope_s1,runs/hope_s2 baseline=runs/base_s0,...
 
-Each GROUP=DIR[,DIR...] names the run directories (each holds the metrics.jsonl that hope-train writes next to
+Each GROUP=DIR[,DIR...] names the run directories (each holds the one <stem>.metrics.jsonl that hope-train writes next to
 its checkpoint); the table has one row per group, in the order given.
 """
 
@@ -14,14 +14,17 @@ import json
 import sys
 from pathlib import Path
 
+from hope.errors import HopeError
 from hope.report.writers import seeds_table_md
+from hope.runs import find_metrics_log, read_metrics
 
 
 def final_record(run_dir: Path) -> dict:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        raise SystemExit(f"error: {path} not found (is {run_dir} a finished hope-train run?)")
-    finals = [r for r in map(json.loads, path.read_text().splitlines()) if r.get("final")]
+    try:
+        path = find_metrics_log(run_dir)
+    except HopeError as exc:
+        raise SystemExit(f"error: {exc} (is {run_dir} a finished hope-train run?)") from None
+    finals = [r for r in read_metrics(path) if r.get("final") and r.get("split") == "val"]
     if not finals:
         raise SystemExit(f"error: {path} has no final record: the run did not finish")
     return finals[-1]

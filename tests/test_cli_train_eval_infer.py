@@ -74,8 +74,10 @@ def test_train_prints_final_json_and_writes_default_checkpoint(tmp_path, monkeyp
     final = json.loads(out.strip().splitlines()[-1])
     assert set(final) == FINAL_KEYS
     assert "saved hope_checkpoint.pt" in err
-    assert (tmp_path / "hope_checkpoint.pt").is_file() and (tmp_path / "metrics.jsonl").is_file()
-    assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["final"]
+    log = tmp_path / "hope_checkpoint.metrics.jsonl"
+    assert (tmp_path / "hope_checkpoint.pt").is_file() and log.is_file()
+    assert json.loads(log.read_text().splitlines()[-1])["final"]
+    assert err.strip().splitlines()[-2:] == [f"wrote {log.name}", "wrote hope_checkpoint.config.yaml"]
 
     assert eval_cli.main(["--ckpt", "hope_checkpoint.pt", "--device", "cpu"]) == 0  # no --data: synthetic as well
     report = json.loads(capsys.readouterr().out)
@@ -85,7 +87,7 @@ def test_train_prints_final_json_and_writes_default_checkpoint(tmp_path, monkeyp
     assert train_cli.main(TINY_FLAGS + ["--model_type", "baseline", "--out", "off/ck.pt", "--set", "metrics.track_ppl=false",
                                         "--set", "metrics.track_accuracy=false"]) == 0
     assert set(json.loads(capsys.readouterr().out.strip().splitlines()[-1])) == {"loss"}
-    assert (tmp_path / "off" / "metrics.jsonl").is_file()
+    assert (tmp_path / "off" / "ck.metrics.jsonl").is_file()
 
 
 def test_eval_uses_ema_weights_and_reproduces_training(tmp_path, data_file, capsys):
@@ -209,7 +211,8 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ("eval", ["--ckpt", "{good}", "--data", "{empty_data}"], "data file is empty"),
     ("eval", ["--ckpt", "{good}", "--data", "{missing_data}"], "data file not found"),
     ("eval", ["--ckpt", "{good}", "--device", "gpu"], "--device must be auto, cpu, cuda or cuda:N"),
-    ("eval", ["--ckpt", "{good}", "--max_windows", "-1"], "--max_windows must be >= 0"),
+    ("eval", ["--ckpt", "{good}", "--max_windows", "-1"], "--samples (--max_windows) must be >= 0"),
+    ("eval", ["--ckpt", "{good}", "--amp", "fp8"], "--amp must be bf16, fp16 or off"),
     ("infer", ["--ckpt", "{pickled}"], "refuses to run"),
     ("infer", ["--ckpt", "{foreign}"], "is not a hope checkpoint"),
     ("infer", ["--ckpt", "{good}", "--temperature", "-1"], "--temperature must be >= 0"),
@@ -286,8 +289,8 @@ def test_sigint_and_sigterm_save_a_resumable_checkpoint(tmp_path, data_file, cap
             final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
             assert set(final) == FINAL_KEYS
             assert load_checkpoint(out)["step"] == step + 1
-            steps = [r["step"] for r in map(json.loads, (out.parent / "metrics.jsonl").read_text().splitlines())
-                     if "split" not in r and "final" not in r]
+            steps = [r["step"] for r in map(json.loads, (out.parent / "ck.metrics.jsonl").read_text().splitlines())
+                     if r["split"] == "train" and "final" not in r]
             assert steps == list(range(1, step + 2))
     finally:
         for _, proc in runs.values():

@@ -17,6 +17,7 @@ from hope.cli import run_experiment
 from hope.config import load_config
 from hope.experiments.compare import matched_configs
 from hope.models import count_params
+from hope.runs import metrics_log_path
 
 TINY_FLAGS = ["--seq_len", "32", "--batch_size", "2", "--steps", "2", "--device", "cpu",
               "--set", "dim=32", "--set", "depth=1", "--set", "num_heads=2", "--set", "max_len=32",
@@ -67,8 +68,11 @@ def test_run_experiment_end_to_end(tmp_path: Path, data_file: Path, tiny_gpt2: P
         assert m["tokens_per_s"] > 0 and m["steps"] == 2
         ckpt = load_checkpoint(out_dir / f"{name}_checkpoint.pt")
         assert ckpt["model_type"] == name and ckpt["step"] == 2 and ckpt["params"] == m["params"]
-        log = [json.loads(line) for line in (out_dir / name / "metrics.jsonl").read_text().splitlines()]
-        assert log[-1]["final"] and log[-1]["val"]["loss"] == pytest.approx(m["val"]["loss"])
+        log = [json.loads(line) for line in (out_dir / f"{name}_checkpoint.metrics.jsonl").read_text().splitlines()]
+        final_val = [r for r in log if r.get("final") and r["split"] == "val"][-1]
+        assert final_val["loss"] == pytest.approx(m["val"]["loss"])
+        assert m["metrics_log"] == str(out_dir / f"{name}_checkpoint.metrics.jsonl")
+        assert (out_dir / f"{name}_checkpoint.config.yaml").is_file()
     hope_p, base_p = metrics["models"]["hope"]["params"], metrics["models"]["baseline"]["params"]
     assert abs(base_p - hope_p) <= 0.10 * hope_p
     assert f"{hope_p:,}" in captured.out and f"{base_p:,}" in captured.out  # both counts printed
@@ -118,7 +122,8 @@ def test_matched_configs_share_everything_but_shape(tmp_path: Path) -> None:
     assert hope.model_type == "hope" and base.model_type == "baseline"
     for key in ("dim", "num_heads", "max_len", "seq_len", "lr", "steps", "seed", "batch_size", "warmup_steps"):
         assert getattr(hope, key) == getattr(base, key), key
-    assert Path(hope.out).parent != Path(base.out).parent  # separate metrics.jsonl files
+    assert metrics_log_path(hope.out) != metrics_log_path(base.out)  # separate metrics logs
+    assert Path(hope.out) == tmp_path / "hope_checkpoint.pt" and Path(base.out) == tmp_path / "baseline_checkpoint.pt"
     assert abs(count_params(base) - count_params(hope)) <= 0.10 * count_params(hope)
 
 

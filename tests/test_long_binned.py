@@ -142,7 +142,8 @@ def test_track_long_csv_compares_checkpoints(ckpts, data_file, tmp_path, capsys)
     assert rc == 0, capsys.readouterr().err
     with out.open() as f:
         reader = csv.DictReader(f)
-        assert reader.fieldnames == ["gap", "recall_prob", "chance", "trials", "model_type", "checkpoint"]
+        assert reader.fieldnames == ["gap", "recall_prob", "chance", "trials", "model_type", "checkpoint", "step",
+                                     "data"]
         rows = list(reader)
     assert [(r["model_type"], int(r["gap"])) for r in rows] == [("hope", 0), ("hope", 64), ("baseline", 0),
                                                                   ("baseline", 64)]
@@ -186,7 +187,8 @@ def test_binned_csv_partitions_positions_and_matches_direct(ckpts, data_file, tm
     assert rc == 0, capsys.readouterr().err
     with out.open() as f:
         reader = csv.DictReader(f)
-        assert reader.fieldnames == ["bin_start", "bin_end", "loss", "ppl", "tokens", "model_type", "checkpoint"]
+        assert reader.fieldnames == ["bin_start", "bin_end", "loss", "ppl", "tokens", "model_type", "checkpoint",
+                                     "step", "data", "max_len", "attn_window"]
         rows = list(reader)
     assert len(rows) == 2 * len(lengths)
     val = load_corpus(data_file).val

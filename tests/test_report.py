@@ -232,3 +232,28 @@ def test_continual_report_tables_and_verdict() -> None:
     assert "| after training on B: two | 0.8000 | 1.1000 | 3.2000 |" in md
     assert "Average forgetting: +0.4500 nats/byte; backward transfer: +0.3500 nats/byte." in md
     assert "**HOPE forgets less**: average forgetting +0.4500 vs +0.6500" in md
+
+
+# ----------------------------------------------------------------------------- report wording (issue 15, item 8)
+
+
+def test_experiment_header_names_the_baseline_shape_and_amp_off():
+    md = experiment_report_md({"config": {"depth": 2, "amp": False, "amp_dtype": "bf16"},
+                               "baseline_config": {"depth": 4, "ff_mult": 4.0}, "models": {}})
+    assert "| `depth` | `2` |" in md  # the user's depth, as given
+    assert "`depth 4, ff_mult 4.0` (chosen to match HOPE's parameter count)" in md
+    assert "| `amp` | `off` |" in md and "`bf16 (unused: amp off)`" in md
+    assert "`False`" not in md
+
+
+@pytest.mark.parametrize("hope_f, base_f, verdict", [
+    (-0.02, -0.01, "**Neither model forgot**"),
+    (-0.02, 0.30, "**Only Baseline forgot**"),
+    (0.10, 0.30, "**HOPE forgets less**"),
+])
+def test_continual_verdict_says_when_nobody_forgot(hope_f, base_f, verdict):
+    models = {name: {"loss_matrix": [[1.0, 2.0], [1.0, 1.0]], "avg_forgetting": f, "backward_transfer": f}
+              for name, f in (("hope", hope_f), ("baseline", base_f))}
+    md = continual_report_md({"domains": ["A", "B"], "models": models})
+    assert verdict in md
+    assert ("forgets less" in md) == (verdict == "**HOPE forgets less**")

@@ -62,15 +62,21 @@ def test_seeded_runs_are_identical_and_write_metrics_and_checkpoint(tmp_path, co
     assert first.dist.is_main and first.step == 4
 
     recs = records(cfg)
-    train_recs = [r for r in recs if "split" not in r and "final" not in r]
+    train_recs = [r for r in recs if r["split"] == "train" and "final" not in r]
     assert [r["step"] for r in train_recs] == [1, 2, 3, 4]
     for r in train_recs:  # the record of step s is about the step taken from s - 1: its rate is lr_at(s - 1)
         assert r["lr"] == pytest.approx(lr_at(r["step"] - 1, 2e-3, 2, 4, 1e-4), rel=1e-12)
-        assert {"loss", "ppl", "acc", "top5", "top10", "grad_norm", "tok/s"} <= r.keys()
-    assert [r["step"] for r in recs if r.get("split") == "val"] == [2]  # periodic validation, not at the end
-    final = recs[-1]
-    assert final["final"] and final["step"] == 4 and final["val"] == first.val and final["train"] == first.train
-    assert {"loss", "ppl", "bpb", "accuracy", "top5_acc", "top10_acc"} <= final["val"].keys()
+        assert {"step", "split", "tokens", "lr", "loss", "ppl", "accuracy", "top5_acc", "top10_acc", "grad_norm",
+                "tokens_per_s"} <= r.keys()
+        assert r["tokens"] == r["step"] * cfg.batch_size * cfg.seq_len
+    assert [r["step"] for r in recs if r["split"] == "val" and "final" not in r] == [2]  # periodic, not at the end
+    final_val, final_train = recs[-2:]  # one schema: flat records, split val then train, marked final
+    assert final_val["final"] and final_train["final"] and final_val["step"] == final_train["step"] == 4
+    assert (final_val["split"], final_train["split"]) == ("val", "train")
+    for rec, metrics in ((final_val, first.val), (final_train, first.train)):
+        assert {k: rec[k] for k in metrics if k != "tokens"} == {k: v for k, v in metrics.items() if k != "tokens"}
+        assert rec["eval_tokens"] == metrics["tokens"] and rec["tokens"] == 4 * cfg.batch_size * cfg.seq_len
+    assert {"loss", "ppl", "bpb", "accuracy", "top5_acc", "top10_acc"} <= final_val.keys()
 
     assert first.checkpoint == Path(cfg.out) and not list(Path(cfg.out).parent.glob(".*.tmp"))  # atomic: no leftovers
     ckpt = torch.load(cfg.out, weights_only=True)
@@ -81,8 +87,8 @@ def test_seeded_runs_are_identical_and_write_metrics_and_checkpoint(tmp_path, co
 def test_metrics_flags_off_remove_figures(tmp_path, corpus):
     cfg = tiny(tmp_path, steps=2, metrics={"track_ppl": False, "track_accuracy": False})
     result = train(cfg, corpus=corpus, verbose=False)
-    for r in records(cfg)[:-1]:
-        assert not {"ppl", "acc", "top5", "top10"} & r.keys()
+    for r in records(cfg):
+        assert not {"ppl", "accuracy", "top5_acc", "top10_acc"} & r.keys()
     assert not {"ppl", "accuracy", "top5_acc", "top10_acc"} & result.val.keys()
     assert "loss" in result.val
 

@@ -1,7 +1,11 @@
 """Command-line plumbing shared by every console command: config flags and the error boundary.
 
 The flags map onto config keys (one name per concept): `--steps` is `steps`, `--workers` is `num_workers`,
-`--amp bf16` is `amp: true, amp_dtype: bf16`, and `--set a.b=value` reaches any key.
+`--amp bf16` is `amp: true, amp_dtype: bf16`, and `--set a.b=value` reaches any key. Names shared by the commands:
+`--ckpt` a checkpoint read, `--out` the file a command writes (checkpoint, CSV, data file), `--out_dir` the folder
+of a command's reports, `--samples` how many evaluation samples (windows, episodes, support/query pairs) to
+average over (older spellings `--max_windows`, `--windows`, `--trials`, `--eval_pairs` still work), `--amp` one of
+AMP_CHOICES everywhere, `--overwrite` to replace another run's outputs.
 """
 
 from __future__ import annotations
@@ -13,20 +17,71 @@ from typing import Any, Callable
 from hope.config import Config, ConfigError, load_config, parse_set
 from hope.errors import HopeError
 
+AMP_CHOICES = ("bf16", "fp16", "off")  # also accepted: on/true/1/yes (amp on, the config's dtype), fp32/false/0/no
+_AMP_ON, _AMP_OFF = ("on", "true", "1", "yes"), ("off", "false", "0", "no", "fp32")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default in --help, except where there is none to show (None, a False switch) or the
+    help text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        nothing = action.default is None or action.default is False or action.default == [] or (
+            action.default == argparse.SUPPRESS)
+        if "default" in text or nothing:
+            return text
+        return super()._get_help_string(action)
+
+
+def new_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """An ArgumentParser of a hope command: defaults shown in --help."""
+    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
+
+
+def parse_amp(value: str) -> dict[str, Any]:
+    """`--amp` in every command -> config keys: bf16/fp16 -> {amp: true, amp_dtype}, on -> {amp: true},
+    off -> {amp: false}; anything else is a one-line ConfigError."""
+    choice = str(value).lower()
+    if choice in ("bf16", "fp16"):
+        return {"amp": True, "amp_dtype": choice}
+    if choice in _AMP_ON:
+        return {"amp": True}
+    if choice in _AMP_OFF:
+        return {"amp": False}
+    raise ConfigError(f"--amp must be bf16, fp16 or off, got '{value}'")
+
+
+def add_samples_arg(parser: argparse.ArgumentParser, default: int, what: str, alias: str) -> None:
+    """`--samples N` (with the command's older spelling as an alias), dest `samples`."""
+    parser.add_argument("--samples", alias, dest="samples", type=int, default=default,
+                        help=f"{what} to average over (alias {alias})")
+
+
+def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace outputs that another run wrote (without it the command refuses)")
+
 
 def add_config_args(parser: argparse.ArgumentParser, *, training: bool = True) -> None:
     """The config flags of the manual; later flags win over the --config file."""
     parser.add_argument("--config", help="YAML config file (see configs/example.yaml); defaults apply without it")
     parser.add_argument("--data", help="training/evaluation text or binary file; omit for the synthetic quick-check corpus")
-    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (auto picks CUDA when available)")
-    parser.add_argument("--amp", help="mixed precision: bf16 | fp16 | off (fp32 on CPU unless asked)")
-    parser.add_argument("--seed", type=int, help="random seed")
-    parser.add_argument("--seq_len", type=int, help="bytes per training segment (<= max_len)")
-    parser.add_argument("--batch_size", type=int, help="sequences per micro-batch")
+    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N; auto picks CUDA when available (config "
+                                         "default auto)")
+    parser.add_argument("--amp", metavar="{bf16,fp16,off}",
+                        help="mixed precision (default: the config's amp/amp_dtype; fp32 on CPU unless asked)")
+    defaults = Config()
+    parser.add_argument("--seed", type=int, help=f"random seed (config default {defaults.seed})")
+    parser.add_argument("--seq_len", type=int, help=f"bytes per training segment, <= max_len (config default "
+                                                    f"{defaults.seq_len})")
+    parser.add_argument("--batch_size", type=int, help=f"sequences per micro-batch (config default "
+                                                       f"{defaults.batch_size})")
     if training:
-        parser.add_argument("--steps", type=int, help="optimiser steps")
-        parser.add_argument("--lr", type=float, help="peak learning rate")
-        parser.add_argument("--workers", type=int, help="DataLoader worker processes (num_workers)")
+        parser.add_argument("--steps", type=int, help=f"optimiser steps (config default {defaults.steps})")
+        parser.add_argument("--lr", type=float, help=f"peak learning rate (config default {defaults.lr})")
+        parser.add_argument("--workers", type=int, help=f"DataLoader worker processes, num_workers (config "
+                                                        f"default {defaults.num_workers})")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set update_frequencies.mem_write=8 (repeatable)")
 
@@ -40,15 +95,7 @@ def overrides_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
             flat[key] = value
     amp = getattr(args, "amp", None)
     if amp is not None:
-        choice = str(amp).lower()
-        if choice in ("bf16", "fp16"):
-            flat.update(amp=True, amp_dtype=choice)
-        elif choice in ("on", "true", "1", "yes"):
-            flat["amp"] = True
-        elif choice in ("off", "false", "0", "no", "fp32"):
-            flat["amp"] = False
-        else:
-            raise ConfigError(f"--amp must be bf16, fp16 or off, got '{amp}'")
+        flat.update(parse_amp(amp))
     overrides = [flat] if flat else []
     overrides += [parse_set(item) for item in getattr(args, "set", []) or []]
     return overrides

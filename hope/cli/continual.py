@@ -16,15 +16,15 @@ import argparse
 import shlex
 import sys
 
-from hope.cli.args import add_config_args, config_from_args, run
+from hope.cli.args import add_config_args, add_overwrite_arg, config_from_args, new_parser, run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hope-continual",
-                                     description="Continual learning A->B->C and forgetting, HOPE vs baseline.")
+    parser = new_parser("hope-continual", "Continual learning A->B->C and forgetting, HOPE vs baseline.")
     add_config_args(parser)
     parser.add_argument("--steps_per_stage", type=int, required=True, help="optimiser steps on each domain")
-    parser.add_argument("--out_dir", default="reports", help="where the JSON and markdown reports go (default reports)")
+    parser.add_argument("--out_dir", default="reports", help="where the JSON and markdown reports go")
+    add_overwrite_arg(parser)
     parser.add_argument("--verbose", action="store_true", help="print the training log of every stage")
     return parser
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = config_from_args(args)
         run_continual(cfg, args.steps_per_stage, args.out_dir, command=shlex.join(["hope-continual", *argv]),
-                      verbose=args.verbose)
+                      verbose=args.verbose, overwrite=args.overwrite)
         return 0
 
     return run(body)

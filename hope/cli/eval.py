@@ -2,32 +2,32 @@
 
 Run as:
     hope-eval --ckpt hope_checkpoint.pt                                  # synthetic quick-check corpus
-    hope-eval --ckpt hope_checkpoint.pt --data data/tiny_shakespeare.txt --max_windows 0   # whole split
+    hope-eval --ckpt hope_checkpoint.pt --data data/tiny_shakespeare.txt --samples 0   # whole split
 
 Uses the checkpoint's EMA weights when it has them. Prints one JSON object.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from hope.cli.args import add_samples_arg, new_parser
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hope-eval", description="Evaluate a checkpoint on the validation split.")
+    parser = new_parser("hope-eval", "Evaluate a checkpoint on the validation split.")
     parser.add_argument("--ckpt", default="hope_checkpoint.pt", help="checkpoint path")
     parser.add_argument("--data", help="corpus file (default: the checkpoint's data, else the synthetic corpus)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--batch_size", type=int, help="windows per batch (default: the checkpoint's)")
     parser.add_argument("--seq_len", type=int, help="window length (default: the checkpoint's)")
-    parser.add_argument("--max_windows", type=int, default=256,
-                        help="evenly spread validation windows to score (0 = the whole split)")
+    add_samples_arg(parser, 256, "evenly spread windows of the split (0 = the whole split)", "--max_windows")
     parser.add_argument("--split", choices=["val", "train"], default="val", help="which split to score")
-    parser.add_argument("--amp", choices=["bf16", "fp16", "off"], default="off", help="autocast for evaluation")
+    parser.add_argument("--amp", default="off", metavar="{bf16,fp16,off}", help="autocast for evaluation")
     args = parser.parse_args(argv)
 
-    from hope.cli.args import run
+    from hope.cli.args import parse_amp, run
 
     def body() -> int:
         from hope.checkpoint import load_model
@@ -41,14 +41,14 @@ def main(argv: list[str] | None = None) -> int:
         seq_len = args.seq_len or cfg.seq_len
         if seq_len <= 0 or (args.batch_size is not None and args.batch_size <= 0):
             raise HopeError("--seq_len and --batch_size must be > 0")
-        if args.max_windows < 0:
-            raise HopeError(f"--max_windows must be >= 0 (0 = the whole split), got {args.max_windows}")
+        if args.samples < 0:
+            raise HopeError(f"--samples (--max_windows) must be >= 0 (0 = the whole split), got {args.samples}")
+        amp = {"amp_dtype": "bf16", **parse_amp(args.amp)}
         corpus = load_corpus(args.data if args.data else cfg.data, seed=cfg.seed)
         corpus.check_length(seq_len + 1)
         data = corpus.val if args.split == "val" else corpus.train
         metrics = evaluate_lm(model, data, seq_len, args.batch_size or cfg.batch_size, device,
-                              max_windows=args.max_windows or None, amp=args.amp != "off",
-                              amp_dtype=args.amp if args.amp != "off" else "bf16")
+                              max_windows=args.samples or None, amp=amp["amp"], amp_dtype=amp["amp_dtype"])
         print(json.dumps({"model_type": cfg.model_type, "split": args.split, "data": corpus.name, **metrics}))
         return 0
 

@@ -3,11 +3,12 @@
 Run as:
     hope-eval-binned --ckpt hope_checkpoint.pt --device cuda:0 --data data/tiny_shakespeare.txt --lengths 64,128,256,512
     hope-eval-binned --ckpt reports/hope_checkpoint.pt,reports/baseline_checkpoint.pt --data data/tiny_shakespeare.txt \
-        --lengths 64,128,256,512 --windows 128 --out reports/binned_ppl.csv
+        --lengths 64,128,256,512 --samples 128 --out reports/binned_ppl.csv
 
-Reads --windows validation windows of max(lengths) + 1 bytes (streaming across segments when longer than
+Reads --samples (alias --windows) validation windows of max(lengths) + 1 bytes (streaming across segments when longer than
 seq_len), and writes --out (default reports/binned_ppl.csv) with header
-bin_start,bin_end,loss,ppl,tokens,model_type,checkpoint: one row per bin [0,64), [64,128), ... and checkpoint.
+bin_start,bin_end,loss,ppl,tokens,model_type,checkpoint,step,data,max_len,attn_window: one row per bin [0,64),
+[64,128), ... and checkpoint.
 """
 
 from __future__ import annotations
@@ -15,17 +16,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hope.cli.args import run
+from hope.cli.args import add_samples_arg, new_parser, run
 
-COLUMNS = ("bin_start", "bin_end", "loss", "ppl", "tokens", "model_type", "checkpoint")
+COLUMNS = ("bin_start", "bin_end", "loss", "ppl", "tokens", "model_type", "checkpoint", "step", "data", "max_len",
+           "attn_window")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hope-eval-binned", description="Perplexity by position bin.")
+    parser = new_parser("hope-eval-binned", "Perplexity by position bin.")
     parser.add_argument("--ckpt", default="hope_checkpoint.pt", help="checkpoint path(s), comma-separated")
     parser.add_argument("--data", help="corpus file (default: the checkpoint's data, else the synthetic corpus)")
     parser.add_argument("--lengths", default="64,128,256,512", help="strictly increasing bin ends, comma-separated")
-    parser.add_argument("--windows", type=int, default=64, help="validation windows to average over (default 64)")
+    add_samples_arg(parser, 64, "validation windows", "--windows")
     parser.add_argument("--batch_size", type=int, default=8, help="windows per forward pass")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--out", default="reports/binned_ppl.csv", help="CSV to write")
@@ -40,8 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         from hope.eval.long import split_paths
         from hope.report.writers import write_csv
 
+        from hope.runs import check_writable
+
         lengths = parse_lengths(args.lengths)
-        rows = binned_rows(split_paths(args.ckpt), args.data, lengths, args.windows, args.batch_size, args.device)
+        check_writable([args.out])  # before minutes of evaluation, not after
+        rows = binned_rows(split_paths(args.ckpt), args.data, lengths, args.samples, args.batch_size, args.device)
         path = write_csv(args.out, rows, COLUMNS)
         print(f"wrote {path}")
         return 0

@@ -2,7 +2,7 @@
 
 Run as:
     hope-eval-long --gap 2048                                   # hope_checkpoint.pt, 64 episodes
-    hope-eval-long --ckpt reports/baseline_checkpoint.pt --gap 512 --trials 128 --data data/tiny_shakespeare.txt
+    hope-eval-long --ckpt reports/baseline_checkpoint.pt --gap 512 --samples 128 --data data/tiny_shakespeare.txt
 
 Each episode writes a key/value pair, then `gap` bytes of filler text (validation split of --data, else of the
 checkpoint's data, else the synthetic corpus), then asks for the key; recall_prob is the mean probability the
@@ -16,14 +16,14 @@ import argparse
 import json
 import sys
 
-from hope.cli.args import run
+from hope.cli.args import add_samples_arg, new_parser, run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hope-eval-long", description="Recall probability at one gap.")
+    parser = new_parser("hope-eval-long", "Recall probability at one gap.")
     parser.add_argument("--gap", type=int, required=True, help="filler bytes between the write and the query")
-    parser.add_argument("--ckpt", default="hope_checkpoint.pt", help="checkpoint path (default hope_checkpoint.pt)")
-    parser.add_argument("--trials", type=int, default=64, help="episodes to average over (default 64)")
+    parser.add_argument("--ckpt", default="hope_checkpoint.pt", help="checkpoint path")
+    add_samples_arg(parser, 64, "recall episodes", "--trials")
     parser.add_argument("--seed", type=int, default=0, help="episode seed (same seed = same episodes)")
     parser.add_argument("--data", help="filler text (default: the checkpoint's data, else the synthetic corpus)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             if line.startswith("note"):
                 print(line, file=sys.stderr)
 
-        (row,) = track_long([args.ckpt], [args.gap], args.trials, args.seed, args.data, args.device,
+        (row,) = track_long([args.ckpt], [args.gap], args.samples, args.seed, args.data, args.device,
                             args.batch_size, log=notes_only, memory_capacity=args.memory_capacity)
         print(json.dumps({k: row[k] for k in ("recall_prob", "chance", "trials", "gap", "model_type")}))
         return 0

@@ -7,13 +7,14 @@ Run as:
 
 from __future__ import annotations
 
-import argparse
 import codecs
 import sys
 
+from hope.cli.args import new_parser
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hope-infer", description="Generate text with a trained checkpoint.")
+    parser = new_parser("hope-infer", "Generate text with a trained checkpoint.")
     parser.add_argument("--ckpt", default="hope_checkpoint.pt", help="checkpoint path")
     parser.add_argument("--prompt", default="", help="prompt text (UTF-8)")
     parser.add_argument("--max_new_tokens", type=int, default=200, help="bytes to generate")

@@ -12,7 +12,8 @@ out of the TRAINING data (the last `meta.split` of it, also excluded from the tr
 validation split: see `hope.train.meta`). Then measures the adaptation gain on validation text for the model
 at init, the same config trained with meta off (same steps, seed and batches; `--reference plain`, the
 default) and the meta-trained model, and writes `<out_dir>/meta_metrics.json` and `<out_dir>/meta_report.md`.
-The checkpoint and metrics.jsonl (with the meta rounds) are written as by `hope-train`.
+The checkpoint (default `hope_meta_checkpoint.pt`, so `hope-train`'s `hope_checkpoint.pt` is left alone), its
+metrics log (with the `"split": "meta"` rounds) and config are written as by `hope-train`, and listed at the end.
 """
 
 from __future__ import annotations
@@ -22,19 +23,21 @@ import os
 import shlex
 import sys
 
-from hope.cli.args import config_from_args, run
+from hope.cli.args import add_samples_arg, config_from_args, run
 from hope.cli.train import build_parser as build_train_parser
+from hope.cli.train import print_files
+
+DEFAULT_OUT = "hope_meta_checkpoint.pt"  # not hope-train's hope_checkpoint.pt: the manual's next steps evaluate that
 
 
 def build_parser():
-    parser = build_train_parser("hope-meta-train")
+    parser = build_train_parser("hope-meta-train", default_out=DEFAULT_OUT)
     parser.description = "Train HOPE with the meta-learning outer loop and report the adaptation gain."
-    parser.add_argument("--out_dir", default="reports", help="where meta_metrics.json and meta_report.md go (default reports)")
+    parser.add_argument("--out_dir", default="reports", help="where meta_metrics.json and meta_report.md go")
     parser.add_argument("--reference", choices=["plain", "init"], default="plain",
                         help="'before' model: plain = the same config trained with meta off (an extra training run), "
                              "init = the untrained model only")
-    parser.add_argument("--eval_pairs", type=int, default=64,
-                        help="support/query pairs of validation text for the adaptation gain (default 64)")
+    add_samples_arg(parser, 64, "support/query pairs of validation text for the adaptation gain", "--eval_pairs")
     return parser
 
 
@@ -45,22 +48,31 @@ def main(argv: list[str] | None = None) -> int:
         from hope.experiments.meta import run_meta_experiment
         from hope.train.meta import check_meta_supported
 
+        import dataclasses
+
+        from hope.config import Config
+
         extra = {"meta": {"use": True}}
-        extra.update({k: v for k, v in (("out", args.out), ("model_type", args.model_type)) if v is not None})
+        out = args.out or args.resume
+        extra.update({k: v for k, v in (("out", out), ("model_type", args.model_type)) if v is not None})
         cfg = config_from_args(args, extra)
+        if out is None and cfg.out == Config().out:  # the config did not name one either
+            cfg = dataclasses.replace(cfg, out=DEFAULT_OUT)
         check_meta_supported(cfg)  # before any download or training
         if args.download and cfg.data:
             from hope.data.download import ensure_data
 
             ensure_data(cfg.data)
         command = shlex.join(["hope-meta-train", *(sys.argv[1:] if argv is None else argv)])
-        metrics = run_meta_experiment(cfg, out_dir=args.out_dir, reference=args.reference, eval_pairs=args.eval_pairs,
-                                      command=command, resume=args.resume)
+        metrics = run_meta_experiment(cfg, out_dir=args.out_dir, reference=args.reference, eval_pairs=args.samples,
+                                      command=command, resume=args.resume, overwrite=args.overwrite,
+                                      tensorboard=args.tensorboard)
         if int(os.environ.get("RANK", "0")) == 0:
             summary = {name: {k: round(m[k], 6) for k in ("query_loss_init", "query_loss_adapted", "gain")}
                        for name, m in metrics["models"].items()}
             print(json.dumps(summary))
-            print(f"wrote {args.out_dir}/meta_metrics.json and {args.out_dir}/meta_report.md", file=sys.stderr)
+            print(f"saved {metrics['checkpoint']}", file=sys.stderr)
+            print_files(metrics["files"][1:])
         return 0
 
     return run(body)

@@ -7,18 +7,17 @@ Run as:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from hope.cli.args import run
+from hope.cli.args import new_parser, run
 from hope.data.download import TINY_SHAKESPEARE_URL, fetch
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hope-prepare-data", description=__doc__.splitlines()[0])
+    parser = new_parser("hope-prepare-data", __doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="destination file (parent folders are created)")
-    parser.add_argument("--url", default=TINY_SHAKESPEARE_URL, help="http(s)://, file:// URL or local path (default: tiny shakespeare)")
+    parser.add_argument("--url", default=TINY_SHAKESPEARE_URL, help="http(s)://, file:// URL or local path (tiny shakespeare)")
     parser.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds")
     args = parser.parse_args(argv)
 

@@ -7,7 +7,10 @@ Run as:
     hope-run-experiment --config configs/example.yaml --steps 200 --hf_model none --out_dir runs/quick
 
 Writes into --out_dir (default reports): metrics.json, experiment_report.md, hope_checkpoint.pt,
-baseline_checkpoint.pt, and each model's training log in hope/metrics.jsonl and baseline/metrics.jsonl.
+baseline_checkpoint.pt, each with its training log (<model>_checkpoint.metrics.jsonl) and resolved config
+(<model>_checkpoint.config.yaml), and lists them at the end; it refuses to replace an earlier run's files there
+unless --overwrite. The next steps evaluate both checkpoints:
+    hope-track-long --ckpt reports/hope_checkpoint.pt,reports/baseline_checkpoint.pt --gaps 256,512,1024,2048
 The Hugging Face reference (bits per byte on the validation text) is optional: offline (HF_HUB_OFFLINE=1), without
 transformers, or with an unavailable model it is skipped with one line and the rest of the run proceeds.
 """
@@ -18,19 +21,19 @@ import argparse
 import shlex
 import sys
 
-from hope.cli.args import add_config_args, config_from_args, run
+from hope.cli.args import add_config_args, add_overwrite_arg, config_from_args, new_parser, run
 from hope.experiments.hf import DEFAULT_HF_MODEL
 
 DEFAULT_DATA = "data/tiny_shakespeare.txt"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hope-run-experiment",
-                                     description="Train and compare HOPE with a parameter-matched baseline.")
+    parser = new_parser("hope-run-experiment", "Train and compare HOPE with a parameter-matched baseline.")
     add_config_args(parser)
     parser.add_argument("--download", action="store_true",
                         help=f"fetch tiny shakespeare to --data (default {DEFAULT_DATA}) if it is missing")
-    parser.add_argument("--out_dir", default="reports", help="where reports and checkpoints go (default reports)")
+    parser.add_argument("--out_dir", default="reports", help="where reports and checkpoints go")
+    add_overwrite_arg(parser)
     parser.add_argument("--hf_model", default=DEFAULT_HF_MODEL,
                         help=f"Hugging Face model name or local path to score in bits per byte (default {DEFAULT_HF_MODEL}; "
                              "'none' disables)")
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
             ensure_data(cfg.data)
         run_experiment(cfg, args.out_dir, command=shlex.join(["hope-run-experiment", *argv]),
-                       hf_model=args.hf_model, hf_max_tokens=args.hf_max_tokens)
+                       hf_model=args.hf_model, hf_max_tokens=args.hf_max_tokens, overwrite=args.overwrite)
         return 0
 
     return run(body)

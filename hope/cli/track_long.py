@@ -5,7 +5,8 @@ Run as:
     hope-track-long --ckpt reports/hope_checkpoint.pt,reports/baseline_checkpoint.pt --gaps 256,512,1024,2048 \
         --data data/tiny_shakespeare.txt --out reports/long_context.csv
 
-Writes --out (default reports/long_context.csv) with header gap,recall_prob,chance,trials,model_type,checkpoint;
+Writes --out (default reports/long_context.csv) with header gap,recall_prob,chance,trials,model_type,checkpoint,
+step,data;
 several comma-separated checkpoints go into one CSV so HOPE and the baseline can be compared on the same
 episodes. Gaps may exceed max_len: the models stream the episode segment by segment (the baseline slides its
 window, so it cannot recall beyond it).
@@ -16,16 +17,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hope.cli.args import run
+from hope.cli.args import add_samples_arg, new_parser, run
 
-COLUMNS = ("gap", "recall_prob", "chance", "trials", "model_type", "checkpoint")
+COLUMNS = ("gap", "recall_prob", "chance", "trials", "model_type", "checkpoint", "step", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hope-track-long", description="Recall probability over a sweep of gaps.")
+    parser = new_parser("hope-track-long", "Recall probability over a sweep of gaps.")
     parser.add_argument("--ckpt", default="hope_checkpoint.pt", help="checkpoint path(s), comma-separated")
     parser.add_argument("--gaps", default="256,512,1024,2048", help="comma-separated gaps in bytes")
-    parser.add_argument("--trials", type=int, default=64, help="episodes per gap (default 64)")
+    add_samples_arg(parser, 64, "recall episodes per gap", "--trials")
     parser.add_argument("--seed", type=int, default=0, help="episode seed (same seed = same episodes)")
     parser.add_argument("--data", help="filler text (default: each checkpoint's data, else the synthetic corpus)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -43,8 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         from hope.eval.long import parse_gaps, split_paths, track_long
         from hope.report.writers import write_csv
 
+        from hope.runs import check_writable
+
         gaps = parse_gaps(args.gaps)
-        rows = track_long(split_paths(args.ckpt), gaps, args.trials, args.seed, args.data, args.device,
+        check_writable([args.out])  # before minutes of evaluation, not after
+        rows = track_long(split_paths(args.ckpt), gaps, args.samples, args.seed, args.data, args.device,
                           args.batch_size, memory_capacity=args.memory_capacity)
         path = write_csv(args.out, rows, COLUMNS)
         print(f"wrote {path}")

@@ -81,7 +81,7 @@ def binned_loss(model: torch.nn.Module, data: torch.Tensor, lengths: Sequence[in
     """Rows {bin_start, bin_end, loss, ppl, tokens}, one per bin, over `windows` validation windows (None: all)."""
     lengths = parse_lengths(lengths)
     if windows is not None and windows <= 0:
-        raise HopeError(f"--windows must be > 0, got {windows}")
+        raise HopeError(f"--samples (--windows) must be > 0, got {windows}")
     if batch_size <= 0:
         raise HopeError(f"--batch_size must be > 0, got {batch_size}")
     sums, n_windows = position_nll(model, data, lengths[-1], windows, batch_size, device, amp, amp_dtype)
@@ -97,7 +97,8 @@ def binned_loss(model: torch.nn.Module, data: torch.Tensor, lengths: Sequence[in
 def binned_rows(checkpoints: Sequence[str], data: str | None, lengths: Sequence[int], windows: int | None = 64,
                 batch_size: int = 8, device: str = "auto", amp: bool = False, amp_dtype: str = "bf16",
                 log: Callable[[str], None] = print) -> list[dict]:
-    """Rows {bin_start, bin_end, loss, ppl, tokens, model_type, checkpoint} for every checkpoint.
+    """Rows {bin_start, bin_end, loss, ppl, tokens, model_type, checkpoint, step, data, max_len, attn_window} for
+    every checkpoint (step: its training step; max_len/attn_window: how far its attention sees).
 
     Windows come from the validation split of `data`, else of each checkpoint's training data, else the synthetic
     corpus (then the one it was trained on, by its seed).
@@ -109,7 +110,7 @@ def binned_rows(checkpoints: Sequence[str], data: str | None, lengths: Sequence[
     dev = resolve_device(device)
     rows = []
     for path in checkpoints:
-        model, cfg, _ = load_model(path, dev)
+        model, cfg, ckpt = load_model(path, dev)
         if not data and cfg.data and not Path(cfg.data).is_file():
             raise HopeError(f"the checkpoint's training data {cfg.data} is not there; pass --data PATH")
         corpus = load_corpus(data if data else cfg.data, seed=cfg.seed)
@@ -117,7 +118,9 @@ def binned_rows(checkpoints: Sequence[str], data: str | None, lengths: Sequence[
             log(f"note: the baseline attends to the last max_len={cfg.max_len} bytes only; positions past it see a "
                 "sliding window")
         for row in binned_loss(model, corpus.val, lengths, windows, batch_size, dev, amp, amp_dtype):
-            rows.append({**row, "model_type": cfg.model_type, "checkpoint": str(path)})
+            rows.append({**row, "model_type": cfg.model_type, "checkpoint": str(path), "step": ckpt.get("step"),
+                         "data": str(data or cfg.data or "synthetic"), "max_len": cfg.max_len,
+                         "attn_window": cfg.attn_window})
             log(f"{cfg.model_type} {path} [{row['bin_start']}, {row['bin_end']}): loss {row['loss']:.4f} "
                 f"ppl {row['ppl']:.3f}")
         del model

@@ -161,7 +161,8 @@ def window_note(cfg: Config, gap: int) -> str | None:
 def track_long(checkpoints: list[str], gaps: list[int], trials: int = 64, seed: int = 0, data: str | None = None,
                device: str = "auto", batch_size: int = 16, amp: bool = False, amp_dtype: str = "bf16",
                log: Callable[[str], None] = print, memory_capacity: int | None = None) -> list[dict]:
-    """Rows {gap, recall_prob, chance, trials, model_type, checkpoint} for every checkpoint and gap.
+    """Rows {gap, recall_prob, chance, trials, model_type, checkpoint, step, data} for every checkpoint and gap
+    (step: the checkpoint's training step; data: where the filler came from).
 
     The filler is the validation split of `data`, else of each checkpoint's training data, else the synthetic
     corpus; the same seed gives every checkpoint the same episodes when they share the filler.
@@ -175,14 +176,16 @@ def track_long(checkpoints: list[str], gaps: list[int], trials: int = 64, seed: 
     rows = []
     for path in checkpoints:
         sizes = {"memory_capacity": memory_capacity} if memory_capacity is not None else None
-        model, cfg, _ = load_model(path, dev, state_sizes=sizes)
+        model, cfg, ckpt = load_model(path, dev, state_sizes=sizes)
         filler = checkpoint_filler(cfg, data)
+        source = str(data or cfg.data or "synthetic")
         for gap in gaps:
             note = window_note(cfg, gap)
             if note:
                 log(note)
             res = recall_prob(model, gap, trials, seed, filler, dev, batch_size, amp, amp_dtype)
-            rows.append({**res, "model_type": cfg.model_type, "checkpoint": str(path)})
+            rows.append({**res, "model_type": cfg.model_type, "checkpoint": str(path), "step": ckpt.get("step"),
+                         "data": source})
             log(f"{cfg.model_type} {path} gap {gap}: recall_prob {res['recall_prob']:.4g} (chance {res['chance']:.4g})")
         del model
     return rows

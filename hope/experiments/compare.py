@@ -6,12 +6,12 @@ depth/ff_mult chosen so the parameter counts are within +-10%), evaluates both o
 optionally scores a pretrained Hugging Face model on the same validation text in bits per byte, and writes
 
     out_dir/hope_checkpoint.pt, out_dir/baseline_checkpoint.pt    the trained models
-    out_dir/hope/metrics.jsonl, out_dir/baseline/metrics.jsonl    their training logs
+    out_dir/<model>_checkpoint.metrics.jsonl                      their training logs (`hope.runs`)
+    out_dir/<model>_checkpoint.config.yaml                        their resolved configs
     out_dir/metrics.json                                          format: hope.report.writers.experiment_report_md
     out_dir/experiment_report.md
 
-Training runs with the run's `cfg.out` inside `out_dir/<model>/` (so each model gets its own metrics.jsonl next
-to it) and the final checkpoint is then moved to `out_dir/<model>_checkpoint.pt`.
+Every output is checked before the first model trains: writable, and (unless `overwrite`) not already there.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from hope.errors import HopeError
 from hope.experiments.hf import DEFAULT_HF_MODEL, HFUnavailable, score_hf_model
 from hope.models import count_params, matched_baseline_config
 from hope.report.writers import experiment_report_md, write_json, write_text
+from hope.runs import RunFiles, check_writable, refuse_overwrite
 from hope.runtime import resolve_device
 from hope.train.loop import train
 
@@ -40,14 +41,14 @@ def is_main_process() -> bool:
 
 
 def matched_configs(cfg: Config, out_dir: str | Path) -> dict[str, Config]:
-    """{"hope": cfg as HOPE, "baseline": its parameter-matched baseline}, each writing into out_dir/<name>/.
+    """{"hope": cfg as HOPE, "baseline": its parameter-matched baseline}, writing out_dir/<name>_checkpoint.pt.
 
     Raises HopeError when no baseline within +-10% parameters exists for this config.
     """
     out_dir = Path(out_dir)
-    hope_cfg = dataclasses.replace(cfg, model_type="hope", out=str(out_dir / "hope" / "hope_checkpoint.pt"))
+    hope_cfg = dataclasses.replace(cfg, model_type="hope", out=str(out_dir / "hope_checkpoint.pt"))
     base_cfg = dataclasses.replace(matched_baseline_config(hope_cfg, PARAM_TOLERANCE),
-                                   out=str(out_dir / "baseline" / "baseline_checkpoint.pt"))
+                                   out=str(out_dir / "baseline_checkpoint.pt"))
     n_hope, n_base = count_params(hope_cfg), count_params(base_cfg)
     gap = abs(n_base - n_hope) / n_hope
     if gap > PARAM_TOLERANCE:
@@ -80,7 +81,8 @@ def _model_entry(result: Any, params: int, checkpoint: Path | None, cfg: Config)
         "depth": cfg.depth,
         "ff_mult": cfg.ff_mult,
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
-        "metrics_log": str(Path(cfg.out).with_name("metrics.jsonl")),
+        "metrics_log": str(RunFiles(Path(cfg.out)).metrics),
+        "config_file": str(RunFiles(Path(cfg.out)).config),
         "train": {k: result.train[k] for k in METRIC_KEYS if k in result.train},
         "val": {k: result.val[k] for k in METRIC_KEYS if k in result.val},
     }
@@ -89,30 +91,37 @@ def _model_entry(result: Any, params: int, checkpoint: Path | None, cfg: Config)
 def run_experiment(cfg: Config, out_dir: str | Path = "reports", *, command: str = "",
                    hf_model: str | None = DEFAULT_HF_MODEL, hf_max_tokens: int | None = None,
                    corpus: Corpus | None = None, verbose: bool = True,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
+                   log: Callable[[str], None] = print, overwrite: bool = True) -> dict[str, Any]:
     """Train and evaluate HOPE and the matched baseline; write metrics.json and experiment_report.md into out_dir.
 
-    Returns the metrics dict written to metrics.json.
+    Returns the metrics dict written to metrics.json, plus `files` (every file written). `overwrite=False`
+    refuses, before any training, when one of the outputs already exists.
     """
     out_dir = Path(out_dir)
     configs = matched_configs(cfg, out_dir)
+    reports = [out_dir / "metrics.json", out_dir / "experiment_report.md"]
+    outputs = [p for c in configs.values() for p in RunFiles(Path(c.out)).paths()] + reports
+    if is_main_process():
+        check_writable(outputs)
+        if not overwrite:
+            refuse_overwrite(outputs)
     params = {name: count_params(c) for name, c in configs.items()}
     base = configs["baseline"]
-    log(f"parameters: HOPE {params['hope']:,}, baseline {params['baseline']:,} "
-        f"(depth {base.depth}, ff_mult {base.ff_mult}; {100 * (params['baseline'] / params['hope'] - 1):+.1f}%)")
+    log(f"parameters: HOPE {params['hope']:,} (depth {cfg.depth}), baseline {params['baseline']:,} "
+        f"(matched to HOPE: depth {base.depth}, ff_mult {base.ff_mult}; "
+        f"{100 * (params['baseline'] / params['hope'] - 1):+.1f}%)")
     corpus = corpus if corpus is not None else load_corpus(cfg.data, seed=cfg.seed)
     corpus.check_length(cfg.seq_len + 1)
 
     models: dict[str, Any] = {}
+    files: list[str] = []
     for name, model_cfg in configs.items():
         log(f"== training {name} ({params[name]:,} parameters, {model_cfg.steps} steps) ==")
         result = train(model_cfg, corpus=corpus, save=True, verbose=verbose, final_eval=True)
-        final = out_dir / f"{name}_checkpoint.pt"
-        if result.checkpoint is not None:
-            os.replace(result.checkpoint, final)
-        models[name] = _model_entry(result, params[name], final if result.checkpoint is not None else None, model_cfg)
+        models[name] = _model_entry(result, params[name], result.checkpoint, model_cfg)
+        files += [str(p) for p in result.files]
         log(f"{name}: val loss {result.val['loss']:.4f}, bpb {result.val['bpb']:.4f}, "
-            f"{result.tokens_per_s:,.0f} tokens/s -> {final}")
+            f"{result.tokens_per_s:,.0f} tokens/s -> {model_cfg.out}")
         del result  # free the model before training the next one
     if not is_main_process():
         return {"models": models}
@@ -129,8 +138,9 @@ def run_experiment(cfg: Config, out_dir: str | Path = "reports", *, command: str
     }
     write_json(out_dir / "metrics.json", metrics)
     write_text(out_dir / "experiment_report.md", experiment_report_md(metrics) + _notes(metrics))
-    log(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'experiment_report.md'}")
-    return metrics
+    for path in files + [str(p) for p in reports]:  # the last lines: every file this run wrote
+        log(f"wrote {path}")
+    return {**metrics, "files": files + [str(p) for p in reports]}
 
 
 def _notes(metrics: dict[str, Any]) -> str:

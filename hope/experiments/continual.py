@@ -30,6 +30,7 @@ from hope.eval.lm import evaluate_lm
 from hope.experiments.compare import is_main_process, matched_configs
 from hope.models import build_model
 from hope.report.writers import compute_forgetting, continual_report_md, write_json, write_text
+from hope.runs import check_writable, refuse_overwrite
 from hope.runtime import resolve_device, seed_everything
 from hope.train.loop import train
 
@@ -91,11 +92,18 @@ def run_sequence(cfg: Config, domains: list[tuple[str, Corpus]], steps_per_stage
 
 
 def run_continual(cfg: Config, steps_per_stage: int, out_dir: str | Path = "reports", *, command: str = "",
-                  verbose: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """HOPE and the matched baseline through A -> B -> C; writes continual_metrics.json and continual_report.md."""
+                  verbose: bool = False, log: Callable[[str], None] = print, overwrite: bool = True
+                  ) -> dict[str, Any]:
+    """HOPE and the matched baseline through A -> B -> C; writes continual_metrics.json and continual_report.md
+    (checked before training: writable, and with `overwrite=False` not already there)."""
     if steps_per_stage <= 0:
         raise HopeError(f"--steps_per_stage must be > 0, got {steps_per_stage}")
     out_dir = Path(out_dir)
+    reports = [out_dir / "continual_metrics.json", out_dir / "continual_report.md"]
+    if is_main_process():
+        check_writable(reports)
+        if not overwrite:
+            refuse_overwrite(reports)
     domains = split_domains(cfg.data, seed=cfg.seed)
     for _, corpus in domains:
         corpus.check_length(cfg.seq_len + 1)
@@ -116,7 +124,8 @@ def run_continual(cfg: Config, steps_per_stage: int, out_dir: str | Path = "repo
     }
     write_json(out_dir / "continual_metrics.json", metrics)
     write_text(out_dir / "continual_report.md", continual_report_md(metrics) + _notes(metrics))
-    log(f"wrote {out_dir / 'continual_metrics.json'} and {out_dir / 'continual_report.md'}")
+    for path in reports:  # the last lines: the files this run wrote
+        log(f"wrote {path}")
     return metrics
 
 

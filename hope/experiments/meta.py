@@ -21,17 +21,21 @@ MODEL_LABELS = {"init": "at init (untrained)", "plain": "trained, meta off (plai
 
 def run_meta_experiment(cfg: Config, *, out_dir: str | Path = "reports", reference: str = "plain",
                         eval_pairs: int = 64, command: str = "", resume: str | None = None,
-                        verbose: bool = True) -> dict[str, Any]:
+                        verbose: bool = True, overwrite: bool = True, tensorboard: str | None = None
+                        ) -> dict[str, Any]:
     """`hope-meta-train`: train with meta-learning and compare the adaptation gain on validation text with
     the model at init and (reference "plain") the same config trained with meta off for the same steps and seed.
 
     Both training runs use the same corpus with the meta split held out, hence the same batches: the runs
-    differ only by the meta-updates. Writes `meta_metrics.json` and `meta_report.md` to `out_dir`.
+    differ only by the meta-updates. Writes `meta_metrics.json` and `meta_report.md` to `out_dir`; `files` in
+    the returned dict lists every file the run wrote (the checkpoint first). `overwrite=False` refuses to replace
+    another run's files (checked before any training).
     """
     from hope.data.corpus import load_corpus
     from hope.models import build_model
     from hope.report.writers import meta_report_md, write_json, write_text
     from hope.runtime import resolve_device, seed_everything
+    from hope.runs import RunFiles, check_writable, refuse_overwrite
     from hope.train.loop import metrics_path, train
 
     check_meta_supported(cfg)
@@ -40,7 +44,13 @@ def run_meta_experiment(cfg: Config, *, out_dir: str | Path = "reports", referen
     if reference not in ("plain", "init"):
         raise HopeError(f"--reference must be plain or init, got '{reference}'")
     if eval_pairs < 1:
-        raise HopeError(f"--eval_pairs must be >= 1, got {eval_pairs}")
+        raise HopeError(f"--samples (--eval_pairs) must be >= 1, got {eval_pairs}")
+    reports = [Path(out_dir) / "meta_metrics.json", Path(out_dir) / "meta_report.md"]
+    if int(os.environ.get("RANK", "0")) == 0:  # before the reference run, not after it
+        run_paths = RunFiles(Path(cfg.out)).paths()
+        check_writable(reports + run_paths)
+        if not overwrite:
+            refuse_overwrite(reports + run_paths, allowed=RunFiles(Path(resume)).paths() if resume else ())
     corpus = hold_out_meta(load_corpus(cfg.data, seed=cfg.seed), cfg.meta.split)
     eval_pair_starts(len(corpus.val), cfg.meta.support_len, cfg.meta.query_len, eval_pairs)  # fail early if too short
     device = resolve_device(cfg.device, cfg.cuda_device)
@@ -60,7 +70,7 @@ def run_meta_experiment(cfg: Config, *, out_dir: str | Path = "reports", referen
         plain = train(plain_cfg, corpus=corpus, save=False, verbose=verbose)
         record("plain", plain.model, plain.val)
         del plain
-    result = train(cfg, corpus=corpus, resume=resume, verbose=verbose)
+    result = train(cfg, corpus=corpus, resume=resume, verbose=verbose, overwrite=overwrite, tensorboard=tensorboard)
     record("meta", result.model, result.val)
 
     rounds = []
@@ -86,6 +96,7 @@ def run_meta_experiment(cfg: Config, *, out_dir: str | Path = "reports", referen
                                                                          gains[before].memory_gain)},
         "rounds": rounds,
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+        "files": [str(p) for p in result.files] + [str(p) for p in reports],
     }
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: one writer
         return metrics

@@ -1,13 +1,19 @@
-"""Figures of the reports: long-context recall, perplexity by position bin, HOPE vs baseline, forgetting.
+"""Figures of the reports: long-context recall, perplexity by position bin, HOPE vs baseline, forgetting,
+training curves.
 
 Each ``plot_*`` function reads one report file written by another command (formats below), draws one PNG and
 saves it atomically. ``plot_reports`` draws whichever of them it is given; it is what ``hope-plot-reports``
 calls.
 
-- ``long_context.csv``: ``gap,recall_prob,chance,trials,model_type,checkpoint`` (one row per model and gap)
-- ``binned_ppl.csv``: ``bin_start,bin_end,loss,ppl,tokens,model_type,checkpoint`` (bin_end exclusive)
+- ``long_context.csv``: ``gap,recall_prob,chance,trials,model_type,checkpoint`` (one row per model and gap;
+  optional ``step,data``)
+- ``binned_ppl.csv``: ``bin_start,bin_end,loss,ppl,tokens,model_type,checkpoint`` (bin_end exclusive; optional
+  ``step,data,max_len,attn_window``)
 - ``metrics.json``: ``{"models": {name: {"params", "train": {...}, "val": {...}}}, "hf": ...}``
 - ``continual_metrics.json``: ``{"domains": [...], "models": {name: {"loss_matrix", ...}}}``
+- ``<run>.metrics.jsonl``: a training run's metrics log (``hope.runs``), one or more runs
+
+Every figure carries a caption naming the checkpoint(s), data and step(s) its inputs record.
 
 Figures are built on a bare ``matplotlib.figure.Figure`` with the Agg canvas instead of through ``pyplot``:
 no display is ever needed (headless servers), and no global pyplot state or backend is changed in the
@@ -35,6 +41,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, NullLocator, PercentFormatter
 
 from hope.report.writers import atomic_open, compute_forgetting
+from hope.runs import find_metrics_log, read_metrics
 
 __all__ = [
     "DPI",
@@ -46,6 +53,7 @@ __all__ = [
     "plot_binned_ppl",
     "plot_compare_metrics",
     "plot_forgetting_heatmap",
+    "plot_loss_curves",
     "plot_reports",
 ]
 
@@ -56,6 +64,7 @@ DPI = 120
 RECALL_FIGSIZE = (8.0, 5.0)
 BINNED_FIGSIZE = (8.0, 5.0)
 COMPARE_FIGSIZE = (14.0, 5.2)
+CURVES_FIGSIZE = (9.0, 5.5)
 
 RECALL_COLUMNS = ("gap", "recall_prob", "chance", "trials", "model_type", "checkpoint")
 BINNED_COLUMNS = ("bin_start", "bin_end", "loss", "ppl", "tokens", "model_type", "checkpoint")
@@ -85,8 +94,12 @@ def _require_file(path: PathLike, what: str) -> Path:
     return p
 
 
+_OPTIONAL_COLUMNS = {"step": float, "data": str, "max_len": float, "attn_window": float}
+
+
 def _read_csv(path: PathLike, columns: Sequence[str], what: str) -> list[dict[str, Any]]:
-    """Rows of a report CSV with numeric columns converted to float; clear errors name the file."""
+    """Rows of a report CSV with numeric columns converted to float; clear errors name the file. The optional
+    columns (step, data, max_len, attn_window) are read when present (None when empty or absent)."""
     p = _require_file(path, what)
     with p.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -108,6 +121,12 @@ def _read_csv(path: PathLike, columns: Sequence[str], what: str) -> list[dict[st
                 out[c] = float(row[c])
             except (TypeError, ValueError):
                 raise ValueError(f"{what} {p}, line {line_no}: column {c!r} is not a number: {row[c]!r}") from None
+        for c, kind in _OPTIONAL_COLUMNS.items():
+            value = (row.get(c) or "").strip()
+            try:
+                out[c] = kind(value) if value else None
+            except ValueError:
+                out[c] = None
         parsed.append(out)
     return parsed
 
@@ -133,6 +152,24 @@ def _new_figure(figsize: tuple[float, float]) -> Figure:
     fig = Figure(figsize=figsize, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def _caption(fig: Figure, parts: Sequence[str]) -> None:
+    """What the figure shows, under it: checkpoint(s), data, step(s); wrapped to the figure's width."""
+    text = "; ".join(p for p in parts if p)
+    if text:
+        width = int(fig.get_figwidth() * 15)
+        fig.supxlabel(textwrap.fill(text, width), fontsize=8, color="0.3")
+
+
+def _rows_caption(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Caption parts from report rows: each checkpoint with its step, and the data."""
+    ckpts: dict[str, Any] = {}
+    for r in rows:
+        ckpts.setdefault(r.get("checkpoint") or "?", r.get("step"))
+    named = [f"{c} (step {int(s)})" if isinstance(s, float) and math.isfinite(s) else c for c, s in ckpts.items()]
+    data = sorted({str(r["data"]) for r in rows if r.get("data")})
+    return ["checkpoints: " + ", ".join(named), ("data: " + ", ".join(data)) if data else ""]
 
 
 def _save(fig: Figure, out_png: PathLike) -> Path:
@@ -200,25 +237,30 @@ def _label_bars(ax: Axes, bars: Any, values: Sequence[float], fmt: str, fontsize
 
 
 def plot_recall_curve(csv_path: PathLike, out_png: PathLike) -> Path:
-    """Recall probability vs gap (log2 x-axis), one line per model/checkpoint, chance as a dashed line.
+    """Recall probability vs gap (log2 x-axis, log y-axis), one line per model/checkpoint, with chance and the
+    repeat-the-last-value level (1/P for P pairs per episode; hope-track-long writes one pair, so 1) drawn.
 
+    The y-axis is logarithmic so that sub-chance values, both models at chance and the error bands stay apart.
     The shaded band is +-1 binomial standard error, sqrt(p (1 - p) / trials), so a difference between two
     curves smaller than the bands is not evidence of anything.
     """
     rows = _read_csv(csv_path, RECALL_COLUMNS, "long-context CSV")
+    positive = [v for r in rows for v in (r["recall_prob"], r["chance"]) if v > 0]
+    floor = min(positive) / 10 if positive else 1e-6  # zero recall sits on the floor, not at -infinity
     fig = _new_figure(RECALL_FIGSIZE)
     ax = fig.add_subplot()
     for label, color, marker, series in _series(rows):
         series = sorted(series, key=lambda r: r["gap"])
         gaps = np.array([r["gap"] for r in series])
-        p = np.clip(np.array([r["recall_prob"] for r in series]), 0.0, 1.0)
+        p = np.clip(np.array([r["recall_prob"] for r in series]), floor, 1.0)
         n = np.maximum(np.array([r["trials"] for r in series]), 1.0)
         se = np.sqrt(p * (1.0 - p) / n)
+        lo_band, hi_band = np.clip(p - se, floor, 1), np.clip(p + se, floor, 1)
         ax.plot(gaps, p, marker=marker, color=color, linewidth=2, markersize=6, label=label)
         if len(gaps) > 1:
-            ax.fill_between(gaps, np.clip(p - se, 0, 1), np.clip(p + se, 0, 1), color=color, alpha=0.15, linewidth=0)
+            ax.fill_between(gaps, lo_band, hi_band, color=color, alpha=0.15, linewidth=0)
         else:  # a band has no width at a single gap
-            ax.errorbar(gaps, p, yerr=se, color=color, capsize=5, linewidth=1.5)
+            ax.errorbar(gaps, p, yerr=[p - lo_band, hi_band - p], color=color, capsize=5, linewidth=1.5)
 
     all_gaps = sorted({r["gap"] for r in rows})
     chance_by_gap: dict[float, list[float]] = defaultdict(list)
@@ -230,25 +272,34 @@ def plot_recall_curve(csv_path: PathLike, out_png: PathLike) -> Path:
     else:
         ax.plot(all_gaps, chance, color="0.35", linestyle="--", linewidth=1.3, label="chance")
 
+    pairs = 1  # hope-track-long episodes hold one key/value pair: repeating the last value written is always right
+    ax.axhline(1.0 / pairs, color="0.55", linestyle=":", linewidth=1.3,
+               label=f"repeat-last-value level (1/P, P = {pairs} pair per episode)")
+
     ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
     ax.xaxis.set_major_locator(FixedLocator(all_gaps))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticklabels([f"{int(g)}" if float(g).is_integer() else f"{g:g}" for g in all_gaps])
     lo, hi = all_gaps[0], all_gaps[-1]
     ax.set_xlim(lo / 2 ** 0.4, hi * 2 ** 0.4)  # a margin of 0.4 octave on each side
-    ax.set_ylim(-0.02, 1.04)
+    lowest = min([floor * 10] + [float(r["recall_prob"]) for r in rows if r["recall_prob"] > 0] + chance)
+    ax.set_ylim(max(floor, lowest / 3), 1.6)
     ax.set_xlabel("gap between stored fact and query (bytes, log2 scale)")
-    ax.set_ylabel("recall probability")
+    ax.set_ylabel("recall probability (log scale)")
     trials = sorted({int(r["trials"]) for r in rows})
     trials_txt = f"{trials[0]} trials per point" if len(trials) == 1 else f"{trials[0]}-{trials[-1]} trials per point"
     ax.set_title(f"Long-context recall vs gap\n(band: ±1 binomial standard error, {trials_txt})", fontsize=11)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", frameon=True)
+    ax.legend(loc="best", frameon=True, fontsize=8)
+    _caption(fig, _rows_caption(rows))
     return _save(fig, out_png)
 
 
 def plot_binned_ppl(csv_path: PathLike, out_png: PathLike) -> Path:
-    """Perplexity per byte in each position bin, as grouped bars with one bar series per model/checkpoint."""
+    """Perplexity per byte in each position bin, as grouped bars with one bar series per model/checkpoint; the
+    positions where each model's attention stops seeing the start (HOPE's attn_window, the baseline's max_len)
+    are marked when the CSV records them."""
     rows = _read_csv(csv_path, BINNED_COLUMNS, "binned-perplexity CSV")
     bins = sorted({(r["bin_start"], r["bin_end"]) for r in rows})
     series = _series(rows)
@@ -269,11 +320,27 @@ def plot_binned_ppl(csv_path: PathLike, out_png: PathLike) -> Path:
     ax.set_xlabel("position of the predicted byte in the sequence (bytes; bin end exclusive)")
     ax.set_ylabel("perplexity per byte (exp of loss in nats/byte)")
     ax.set_title("Perplexity by position bin (lower is better)", fontsize=11)
-    ax.set_ylim(0, max(r["ppl"] for r in rows if math.isfinite(r["ppl"])) * 1.15)
+    ax.set_ylim(0, max(r["ppl"] for r in rows if math.isfinite(r["ppl"])) * 1.35)  # room for the legend
+    for label, color, _, srows in series:  # where attention stops reaching back to position 0
+        model_type = srows[0]["model_type"]
+        key = "attn_window" if model_type == "hope" else "max_len"
+        span = srows[0].get(key)
+        x_pos = _bin_position(bins, span) if span else None
+        if x_pos is not None:
+            ax.axvline(x_pos, color=color, linestyle="--", linewidth=1.2, label=f"{label}: {key} = {int(span)}")
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_axisbelow(True)
-    ax.legend(loc="upper right", frameon=True)
+    ax.legend(loc="upper center", frameon=True, fontsize=8, ncols=2)
+    _caption(fig, _rows_caption(rows))
     return _save(fig, out_png)
+
+
+def _bin_position(bins: Sequence[tuple[float, float]], value: float) -> float | None:
+    """x coordinate of byte position `value` on the categorical bin axis (bar i spans i - 0.5 .. i + 0.5)."""
+    for i, (a, b) in enumerate(bins):
+        if a <= value <= b:
+            return i - 0.5 + (value - a) / (b - a)
+    return None
 
 
 def _metric(model: Mapping[str, Any], split: str, key: str) -> float:
@@ -349,6 +416,12 @@ def plot_compare_metrics(json_path: PathLike, out_png: PathLike) -> Path:
         handles.append(hf_line)
         labels.append(hf_label)
     fig.legend(handles, labels, loc="outside upper center", ncols=len(labels), frameon=False)
+    named = []
+    for n in order:
+        steps = models[n].get("steps")
+        named.append(f"{models[n].get('checkpoint') or n}" + (f" (step {steps})" if steps is not None else ""))
+    data_name = data.get("data")
+    _caption(fig, ["checkpoints: " + ", ".join(named), f"data: {data_name}" if data_name else ""])
     return _save(fig, out_png)
 
 
@@ -409,10 +482,75 @@ def plot_forgetting_heatmap(json_path: PathLike, out_png: PathLike) -> Path:
     assert image is not None
     fig.colorbar(image, ax=list(axes), label="validation loss (nats/byte)", shrink=0.85)
     fig.suptitle("Validation loss after each continual-learning stage (outlined: just trained)", fontsize=12)
+    parts = []
     if any(s != d for s, d in zip(short, domains)):
-        # supxlabel rather than free text: the layout engine reserves room for it below the panels.
-        fig.supxlabel("Domains: " + "; ".join(domains), fontsize=9, color="0.3")
+        parts.append("Domains: " + "; ".join(domains))
+    if data.get("domain_sources"):
+        parts.append("data: " + ", ".join(map(str, data["domain_sources"])))
+    if data.get("steps_per_stage"):
+        parts.append(f"{data['steps_per_stage']} steps per stage")
+    _caption(fig, parts)  # supxlabel: the layout engine reserves room for it below the panels
     return _save(fig, out_png)
+
+
+def plot_loss_curves(runs: Sequence[PathLike], out_png: PathLike) -> Path:
+    """Training and validation loss against step for one or more runs (each a metrics log, its checkpoint or its
+    run folder): the training loss as a line, validation as markers, one colour per run; a top axis gives the
+    training tokens when every run saw the same tokens per step."""
+    logs = [find_metrics_log(r) for r in runs]
+    fig = _new_figure(CURVES_FIGSIZE)
+    ax = fig.add_subplot()
+    names = [p.name.removesuffix(".metrics.jsonl") if p.name != "metrics.jsonl" else str(p.parent) for p in logs]
+    if len(set(names)) < len(names):
+        names = [str(p) for p in logs]
+    per_step: set[float] = set()
+    parts, drawn = [], 0
+    for i, (log, name) in enumerate(zip(logs, names)):
+        records = read_metrics(log)
+        color = _OTHER_COLORS[i % len(_OTHER_COLORS)] if len(logs) > 1 else _MODEL_COLORS["hope"]
+        train = sorted((r["step"], r["loss"]) for r in records
+                       if r.get("split") == "train" and not r.get("final") and _finite(r.get("loss")))
+        val = sorted((r["step"], r["loss"]) for r in records if r.get("split") == "val" and _finite(r.get("loss")))
+        if train:
+            ax.plot(*zip(*train), color=color, linewidth=1.4, alpha=0.85, label=f"{name} train")
+        if val:
+            ax.plot(*zip(*val), color=color, linestyle="--", marker="o", markersize=5, linewidth=1,
+                    label=f"{name} validation")
+        drawn += bool(train or val)
+        per_step |= {r["tokens"] / r["step"] for r in records if r.get("tokens") and r.get("step")}
+        last = max((r["step"] for r in records if "step" in r), default=None)
+        config = log.with_name(log.name.removesuffix(".metrics.jsonl") + ".config.yaml")
+        data_name = _config_data(config)
+        parts.append(f"{log}" + (f" (to step {last})" if last is not None else "")
+                     + (f", data {data_name}" if data_name else ""))
+    if not drawn:
+        raise ValueError(f"no loss records in {', '.join(map(str, logs))}")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss (nats/byte)")
+    ax.set_title("Training and validation loss (lower is better)", fontsize=11)
+    if len(per_step) == 1:
+        tokens = per_step.pop()
+        top = ax.secondary_xaxis("top", functions=(lambda s: s * tokens, lambda t: t / tokens))
+        top.set_xlabel("training tokens", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right", frameon=True, fontsize=8)
+    _caption(fig, ["runs: " + "; ".join(parts)])
+    return _save(fig, out_png)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _config_data(path: Path) -> str | None:
+    """The `data:` of a run's config.yaml (None when absent); read as text to keep yaml out of the plots."""
+    if not path.is_file():
+        return None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("data:"):
+            value = line.split(":", 1)[1].strip().strip("'\"")
+            return value if value and value != "null" else "synthetic"
+    return None
 
 
 def plot_reports(
@@ -421,10 +559,12 @@ def plot_reports(
     metrics_json: PathLike | None = None,
     continual_json: PathLike | None = None,
     out_dir: PathLike = "reports",
+    metrics_jsonl: Sequence[PathLike] | None = None,
 ) -> list[Path]:
     """Draw the figure of every input given into ``out_dir``; returns the PNG paths written.
 
-    Outputs: ``recall_curve.png``, ``binned_ppl.png``, ``compare_metrics.png``, ``forgetting_heatmap.png``.
+    Outputs: ``recall_curve.png``, ``binned_ppl.png``, ``compare_metrics.png``, ``forgetting_heatmap.png``,
+    ``loss_curves.png`` (from the runs' metrics logs in ``metrics_jsonl``).
     All given inputs are checked before anything is drawn, so a mistyped path fails fast without
     half-refreshed figures.
     """
@@ -435,9 +575,15 @@ def plot_reports(
         (continual_json, "continual metrics JSON", plot_forgetting_heatmap, "forgetting_heatmap.png"),
     ]
     jobs = [j for j in jobs if j[0] is not None]
-    if not jobs:
-        raise ValueError("plot_reports: no input given (pass recall_csv, binned_csv, metrics_json or continual_json)")
+    if not jobs and not metrics_jsonl:
+        raise ValueError("plot_reports: no input given (pass recall_csv, binned_csv, metrics_json, continual_json "
+                         "or metrics_jsonl)")
     for path, what, _, _ in jobs:
         _require_file(path, what)
+    for run in metrics_jsonl or []:
+        find_metrics_log(run)
     out = Path(out_dir)
-    return [draw(path, out / name) for path, _, draw, name in jobs]
+    written = [draw(path, out / name) for path, _, draw, name in jobs]
+    if metrics_jsonl:
+        written.append(plot_loss_curves(list(metrics_jsonl), out / "loss_curves.png"))
+    return written

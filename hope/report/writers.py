@@ -63,8 +63,10 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", encoding: str | N
             f.flush()
             # fsync before the rename: otherwise a power cut can leave the *renamed* file empty.
             os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); reports are ordinary files, so keep the old mode or use 0644.
-        os.chmod(tmp_name, target.stat().st_mode & 0o7777 if target.exists() else 0o644)
+        # mkstemp makes the file private (0600); reports are ordinary files: keep the old mode, or the umask's.
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp_name, target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~mask)
         os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -169,9 +171,10 @@ _SEED_COLUMNS = (
 def seeds_table_md(groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
     """A markdown table, one row per group (a model or variant), of mean ± sample std over the group's runs.
 
-    Each run is the final record that ``hope-train`` appends to its ``metrics.jsonl``
-    (``{"final": true, "val": {...}, "tokens_per_s": ...}``). Spread is the sample standard deviation across
-    seeds, so with 3 seeds a difference of about 2 spreads is the least worth reading.
+    Each run is the final validation record of a ``hope-train`` metrics log
+    (``{"split": "val", "final": true, "loss": ..., "tokens_per_s": ...}``; an older log's nested
+    ``{"final": true, "val": {...}, "tokens_per_s": ...}`` works too). Spread is the sample standard deviation
+    across seeds, so with 3 seeds a difference of about 2 spreads is the least worth reading.
     """
     header = ["model", "seeds"] + [c[0] for c in _SEED_COLUMNS] + ["train tokens/s"]
     rows = []
@@ -180,7 +183,8 @@ def seeds_table_md(groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
             raise ValueError(f"group {name!r} has no runs")
         cells = [name, str(len(runs))]
         for _, key, fmt in _SEED_COLUMNS:
-            mean, std = mean_spread([run["val"][key] for run in runs])
+            mean, std = mean_spread([(run["val"] if isinstance(run.get("val"), Mapping) else run)[key]
+                                     for run in runs])
             cells.append(f"{_fmt(mean, fmt)} ± {_fmt(std, fmt)}")
         mean, std = mean_spread([run["tokens_per_s"] for run in runs])
         cells.append(f"{mean:.0f} ± {std:.0f}")
@@ -295,8 +299,21 @@ def experiment_report_md(metrics: Mapping[str, Any]) -> str:
         for full, value in config.items():
             by_leaf.setdefault(full.rsplit(".", 1)[-1], (full, value))
         shown = [by_leaf[k] for k in _KEY_CONFIG if k in by_leaf]
-        lines += ["## Key configuration", ""]
-        lines += _md_table(["key", "value"], [(f"`{k}`", f"`{v}`") for k, v in shown])
+        amp_on = by_leaf.get("amp", (None, None))[1]
+        cells = []
+        for k, v in shown:
+            leaf = k.rsplit(".", 1)[-1]
+            if leaf == "amp" and isinstance(v, bool):
+                v = "on" if v else "off"
+            elif leaf == "amp_dtype" and amp_on is False:
+                v = f"{v} (unused: amp off)"
+            cells.append((f"`{k}`", f"`{v}`"))
+        base = metrics.get("baseline_config") or {}
+        if base:  # the baseline's own shape, so the user's depth above does not read as ignored
+            cells.append(("baseline shape", "`" + ", ".join(f"{k} {v}" for k, v in base.items())
+                          + "` (chosen to match HOPE's parameter count)"))
+        lines += ["## Key configuration (HOPE, as given)", ""]
+        lines += _md_table(["key", "value"], cells)
         lines += [""]
 
     if order:
@@ -371,7 +388,14 @@ def continual_report_md(metrics: Mapping[str, Any]) -> str:
         ranked = sorted(summary.items(), key=lambda kv: kv[1][0])
         (best, (f_best, _)), (other, (f_other, _)) = ranked[0], ranked[1]
         lines += ["## Verdict", ""]
-        if f_best == f_other:
+        if f_best <= 0 and f_other <= 0:  # "forgets less" would claim a forgetting that did not happen
+            lines += [f"**Neither model forgot**: average forgetting {f_best:+.4f} ({_model_label(best)}) and "
+                      f"{f_other:+.4f} nats/byte ({_model_label(other)}), both <= 0: later stages did not make the "
+                      "earlier domains worse.", ""]
+        elif f_best <= 0:
+            lines += [f"**Only {_model_label(other)} forgot**: average forgetting {f_other:+.4f} nats/byte vs "
+                      f"{f_best:+.4f} ({_model_label(best)}, no forgetting).", ""]
+        elif f_best == f_other:
             lines += [f"{_model_label(best)} and {_model_label(other)} forget equally ({f_best:+.4f} nats/byte).", ""]
         else:
             lines += [

@@ -16,16 +16,19 @@ optimisers, the slow level's accumulated gradients, scaler, step, RNG states and
 SIGINT/SIGTERM finish the current step, save a resumable checkpoint and raise `TrainingInterrupted`.
 
 Output: a tqdm bar (loss/acc/top5/top10/lr/tok/s) when stdout is a terminal, plain log lines otherwise, and
-`metrics.jsonl` next to the checkpoint: one record per `log_interval`, one per periodic validation
-(`"split": "val"`), and a final record with train and validation metrics. Under torchrun only rank 0 writes;
+the run's files next to the checkpoint (`hope.runs`: `<ckpt stem>.metrics.jsonl`, `<ckpt stem>.config.yaml`). The
+metrics log has one schema (`hope.runs.METRICS_SCHEMA`): a `"split": "train"` record per `log_interval`, a
+`"split": "val"` record per periodic validation, and two `"final": true` records (val and train) at the end; with
+`tensorboard=DIR` the same numbers go to TensorBoard. Under torchrun only rank 0 writes;
 the step loss, the skip decision and the stop decision are all-reduced so every rank takes the same path.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import math
+import os
 import random
 import signal
 import sys
@@ -47,6 +50,8 @@ from hope.data.stream import StreamSchedule
 from hope.errors import HopeError
 from hope.eval.lm import evaluate_lm, summarize, token_sums
 from hope.models import build_model
+from hope.runs import (MetricsLog, RunFiles, absolute_data, check_writable, metrics_log_path, open_tensorboard,
+                       refuse_overwrite, require_tensorboard, write_run_config)
 from hope.runtime import DistInfo, autocast, init_distributed, resolve_device, seed_everything, shutdown_distributed
 from hope.train.ema import EMA
 from hope.train.optim import build_optimizer, set_lr
@@ -77,11 +82,12 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # one per optimiser step taken (skipped steps included)
     skipped_steps: int = 0
     dist: DistInfo = field(default_factory=DistInfo)  # this process's rank: only rank 0 reports
+    files: list[Path] = field(default_factory=list)  # what this run wrote (checkpoint, metrics log, config, ...)
 
 
 def metrics_path(cfg: Config) -> Path:
-    """metrics.jsonl lives next to the checkpoint."""
-    return Path(cfg.out).with_name("metrics.jsonl")
+    """The run's metrics log: `<ckpt stem>.metrics.jsonl` next to the checkpoint `cfg.out`."""
+    return metrics_log_path(cfg.out)
 
 
 def split_slow_params(model: torch.nn.Module, cfg: Config) -> tuple[list, list]:
@@ -144,7 +150,8 @@ class _StopSignal:
 class _Progress:
     """tqdm bar on a terminal, plain periodic log lines otherwise (CI logs, files); both on stdout."""
 
-    KEYS = ("loss", "acc", "top5", "top10", "lr", "tok/s")
+    KEYS = (("loss", "loss"), ("acc", "accuracy"), ("top5", "top5_acc"), ("top10", "top10_acc"), ("lr", "lr"),
+            ("tok/s", "tokens_per_s"))  # (shown as, record key)
 
     def __init__(self, total: int, initial: int, enabled: bool):
         self.bar = None
@@ -166,7 +173,7 @@ class _Progress:
     def update(self, step: int, total: int, record: dict[str, float], log_line: bool) -> None:
         if not self.enabled:
             return
-        shown = {k: record[k] for k in self.KEYS if k in record}
+        shown = {label: record[key] for label, key in self.KEYS if key in record}
         if self.bar is not None:
             self.bar.update(1)
             if log_line:
@@ -204,62 +211,87 @@ def _check_resumable(ckpt: dict[str, Any], stored: Config, model: torch.nn.Modul
                               f"continue with its own")
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop records written after the checkpoint's step (they are about to be redone)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(record, dict) or int(record.get("step", 0)) <= step:
-            kept.append(line)
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+def _eval_record(step: int, split: str, tokens: int, lr: float, metrics: dict[str, float]) -> dict[str, Any]:
+    """A metrics-log record of an evaluation (`evaluate_lm`'s `tokens`, the count scored, is `eval_tokens`)."""
+    scores = {k: v for k, v in metrics.items() if k != "tokens"}
+    return {"step": step, "split": split, "tokens": tokens, "lr": lr, **scores, "eval_tokens": metrics.get("tokens")}
 
 
 def train(cfg: Config, *, resume: str | Path | None = None, corpus: Corpus | None = None,
           model: torch.nn.Module | None = None, save: bool = True, verbose: bool = True,
-          final_eval: bool = True, on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
+          final_eval: bool = True, on_step: Callable[[int, dict], None] | None = None,
+          overwrite: bool = True, tensorboard: str | Path | None = None) -> TrainResult:
     """Train `cfg.model_type` for `cfg.steps` optimiser steps and return the model and its metrics.
 
     `corpus` overrides `cfg.data` (used by experiments that train on prepared splits); `model` continues training
     a given model (continual learning) instead of building a fresh one; `resume` continues a checkpoint exactly;
     `on_step(step, record)` is called after every optimiser step. The returned model holds the EMA weights when
-    `ema_decay > 0`. Raises `TrainingInterrupted` after SIGINT/SIGTERM (with a resumable checkpoint saved) and
-    `HopeError` for bad input or after `max_bad_steps` non-finite steps in a row.
+    `ema_decay > 0`. With `save`, the run writes `cfg.out`, its metrics log and its resolved config
+    (`hope.runs.RunFiles`), all checked for writability first; `overwrite=False` refuses (HopeError) when one of
+    them already exists and is not the checkpoint being resumed. `tensorboard` also logs the metrics there.
+    Raises `TrainingInterrupted` after SIGINT/SIGTERM (with a resumable checkpoint saved) and `HopeError` for bad
+    input or after `max_bad_steps` non-finite steps in a row.
     """
+    if cfg.data and "," not in cfg.data and Path(cfg.data).is_file():  # the checkpoint works from any folder
+        cfg = dataclasses.replace(cfg, data=absolute_data(cfg.data))
+    files = RunFiles(Path(cfg.out))
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # torchrun: one checker, before any rank writes
+    if save and main_rank:
+        check_writable(files.paths())
+        if tensorboard:
+            require_tensorboard()
+            check_writable([Path(tensorboard) / "events"])
+        if not overwrite:
+            refuse_overwrite(files.paths(), allowed=RunFiles(Path(resume)).paths() if resume else ())
     device = resolve_device(cfg.device, cfg.cuda_device)
     owns_group = not (dist.is_available() and dist.is_initialized())
     info: DistInfo = init_distributed(device.type)
     if info.enabled and device.type == "cuda":
         device = torch.device(f"cuda:{info.local_rank}")
         torch.cuda.set_device(device)
+    if info.is_main and (verbose or save):
+        if cfg.warmup_steps >= cfg.steps:
+            print(f"warning: warmup_steps ({cfg.warmup_steps}) >= steps ({cfg.steps}): the learning rate ramps up "
+                  "for the whole run and never decays (lower warmup_steps)", file=sys.stderr)
+        if cfg.compile:
+            print("compiling the model with torch.compile (compile: true): the first steps take a while",
+                  file=sys.stderr, flush=True)
+    log = None
+    if save and info.is_main:
+        write_run_config(files.config, cfg)
+        log = MetricsLog(files.metrics, open_tensorboard(tensorboard) if tensorboard else None)
     anomaly_before = torch.is_anomaly_enabled()
     try:
-        return _train(cfg, device, info, resume=resume, corpus=corpus, model=model, save=save, verbose=verbose,
-                      final_eval=final_eval, on_step=on_step)
+        result = _train(cfg, device, info, resume=resume, corpus=corpus, model=model, save=save, verbose=verbose,
+                        final_eval=final_eval, on_step=on_step, run_log=log)
     finally:
         torch.autograd.set_detect_anomaly(anomaly_before)  # debug_anomaly is for this run, not the process
+        if log is not None:
+            log.close()
         if owns_group:
             shutdown_distributed()
+    if log is not None:
+        result.files = [p for p in (result.checkpoint, files.metrics, files.config) if p is not None]
+        result.files += [Path(tensorboard)] if tensorboard else []
+    return result
 
 
 def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | Path | None, corpus: Corpus | None,
            model: torch.nn.Module | None, save: bool, verbose: bool, final_eval: bool,
-           on_step: Callable[[int, dict], None] | None) -> TrainResult:
+           on_step: Callable[[int, dict], None] | None, run_log: MetricsLog | None = None) -> TrainResult:
     """The run, in its named steps: `_setup` (and `_restore` on resume), `_wrap`, `_batches`, then per optimiser step
     `_set_step_lr` -> `_accumulate_gradients` -> `_guard` -> `_apply_step` -> `_log_step`, `_evaluate` and
     `_checkpoint` every `eval_interval`, and the final evaluation and checkpoint."""
     run = _setup(cfg, device, info, corpus=corpus, model=model, save=save, verbose=verbose)
+    run.run_log = run_log
     if resume is not None:
         _restore(run, resume)
     run.run_model = _wrap(run.model, cfg, info, device)  # after the restore: DDP broadcasts the loaded weights
     run.batches = _batches(run, resume)  # the loader draws its base seed from the torch RNG: before its restore
     if run.saved_rng:
         _set_rng_state(run.saved_rng)
-    _open_metrics(run)
+    if run_log is not None:
+        run_log.start(run.start_step)
 
     progress = _Progress(cfg.steps, run.start_step, run.log)
     result = TrainResult(model=run.model, config=cfg, step=run.start_step, dist=info)
@@ -294,7 +326,8 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | P
                 window.steps += 1
                 result.losses.append(loss)
                 if run.meta is not None and step % cfg.meta.outer_frequency == 0:
-                    _write_record(run, {"step": step, **run.meta.round(step)})
+                    _write_record(run, {"step": step, "split": "meta", "tokens": step * run.tokens_per_step,
+                                        **run.meta.round(step)})
                 log_now = step % cfg.log_interval == 0 or step == cfg.steps
                 record = _log_step(run, step, loss, lr, grad_norm, window, result.skipped_steps) if log_now else {
                     "loss": loss, "lr": lr}
@@ -303,7 +336,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | P
                     on_step(step, record)
                 if step % cfg.eval_interval == 0 and step < cfg.steps:
                     val = _evaluate(run, step, run.corpus.val)
-                    _write_record(run, {"step": step, "split": "val", **val})
+                    _write_record(run, _eval_record(step, "val", step * run.tokens_per_step, lr, val))
                     progress.message(f"step {step} val loss {val['loss']:.4f}")
                     _checkpoint(run, step)
                 if not info.enabled:  # a signal during the bookkeeping above still stops after this step
@@ -325,8 +358,10 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | P
     if final_eval:
         result.val = _evaluate(run, step, run.corpus.val)
         result.train = _evaluate(run, step, run.corpus.train)
-        _write_record(run, {"step": step, "final": True, "val": result.val, "train": result.train,
-                            "tokens_per_s": result.tokens_per_s, "skipped_steps": result.skipped_steps})
+        last_lr = run.optimizer.param_groups[0]["lr"]  # the rate of the last step taken
+        for split, metrics in (("val", result.val), ("train", result.train)):
+            _write_record(run, {**_eval_record(step, split, step * run.tokens_per_step, last_lr, metrics), "final": True,
+                                "tokens_per_s": result.tokens_per_s, "skipped_steps": result.skipped_steps})
     result.checkpoint = _checkpoint(run, step)
     if run.ema.enabled:  # evaluation-time users of the returned model get the EMA weights, as from the checkpoint
         run.ema.copy_to(run.model)
@@ -364,6 +399,7 @@ class _Run:
     saved_streams: dict[str, Any] | None = None  # the checkpoint's carried streams (stream.use), read by `_batches`
     run_model: torch.nn.Module | None = None  # set by `_wrap`
     batches: WindowBatches | StreamBatches | None = None  # set by `_batches`
+    run_log: MetricsLog | None = None  # rank 0's metrics log (hope.runs), None when not saving
 
     @property
     def slow_params(self) -> list[torch.Tensor]:
@@ -578,16 +614,16 @@ class _Window:
 
 def _log_step(run: _Run, step: int, loss: float, lr: float, grad_norm: torch.Tensor, window: _Window,
               skipped_steps: int) -> dict:
-    """The metrics.jsonl record of a log step (written here), with the window's accuracy and throughput."""
+    """The metrics-log record of a log step (written here), with the window's accuracy and throughput."""
     cfg = run.cfg
     elapsed = max(time.perf_counter() - window.start, 1e-9)
     stats = summarize(window.sums, cfg.metrics.track_ppl, cfg.metrics.track_accuracy)
-    record = {"step": step, "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
-              "tok/s": window.steps * run.tokens_per_step / elapsed}
+    record = {"step": step, "split": "train", "tokens": step * run.tokens_per_step, "lr": lr, "loss": loss,
+              "grad_norm": float(grad_norm), "tokens_per_s": window.steps * run.tokens_per_step / elapsed}
     if cfg.metrics.track_ppl:
         record["ppl"] = math.exp(min(loss, 50.0)) if math.isfinite(loss) else float("nan")
     if cfg.metrics.track_accuracy:
-        record.update(acc=stats["accuracy"], top5=stats["top5_acc"], top10=stats["top10_acc"])
+        record.update(accuracy=stats["accuracy"], top5_acc=stats["top5_acc"], top10_acc=stats["top10_acc"])
     if skipped_steps:
         record["skipped_steps"] = skipped_steps
     _write_record(run, record)
@@ -612,21 +648,9 @@ def _evaluate(run: _Run, step: int, data: torch.Tensor) -> dict[str, float]:
                            world_size=run.info.world_size, max_windows=cfg.eval_batches * cfg.batch_size)
 
 
-def _open_metrics(run: _Run) -> None:
-    """Start metrics.jsonl (rank 0): empty for a fresh run, cut back to the checkpoint's step on resume."""
-    if run.info.is_main and run.save:
-        mpath = metrics_path(run.cfg)
-        mpath.parent.mkdir(parents=True, exist_ok=True)
-        if run.start_step == 0:
-            mpath.write_text("")
-        else:
-            _truncate_metrics(mpath, run.start_step)
-
-
 def _write_record(run: _Run, record: dict) -> None:
-    if run.save and run.info.is_main:
-        with open(metrics_path(run.cfg), "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+    if run.run_log is not None:
+        run.run_log.write(record)
 
 
 def _checkpoint(run: _Run, step: int) -> Path | None:
