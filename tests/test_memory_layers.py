@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import inspect
 
+import pytest
+
 import torch
 import torch.nn.functional as F
 
@@ -96,3 +98,40 @@ def test_no_collapse_after_16384_bytes_of_text():
     assert first[:, :16].std() > 0.3, "surprise is flat in the first chunk of the stream"
     spread = torch.cat(surprises, dim=1).std()
     assert spread > 0.5, f"surprise is flat along the text: std {spread:.3f}"
+
+
+def _bank_after(aging: float, strong_first: bool) -> torch.Tensor:
+    """A 4-slot bank, one write per 4-byte chunk: chunk 0 writes one entry of strength ~0.95, then 8 chunks of
+    weaker (~0.73) entries follow. Returns the final strengths, sorted."""
+    from hope.layers.episodic import EpisodicBank
+
+    torch.manual_seed(0)
+    bank = EpisodicBank(8, capacity=4, top_k=1, chunk=4, writes_per_chunk=1, aging=aging)
+    with torch.no_grad():
+        bank.write_score.weight.zero_()
+        bank.write_score.bias.fill_(1.0)  # sigmoid(1 + surprise): strength from the surprise alone
+    x = torch.randn(1, 36, 8)
+    surprise = torch.zeros(1, 36)
+    surprise[0, 1] = 2.0 if strong_first else 0.0  # one strong write in the first chunk
+    with torch.no_grad():
+        _, state = bank(x, surprise, bank.init_state(1, torch.device("cpu")), 36, 1.0, 1.0)
+    return state.strength[0].sort().values
+
+
+def test_bank_entries_age_and_give_way():
+    """Without aging a strong old entry survives any number of weaker writes; with aging it gives way to fresher
+    entries once its discounted priority falls below theirs (strength * aging^age), and the survivors keep the
+    strength they were written with (aging touches eviction only)."""
+    weak = torch.sigmoid(torch.tensor(1.0)).item()
+    strong = torch.sigmoid(torch.tensor(3.0)).item()
+    kept = _bank_after(1.0, strong_first=True)
+    assert kept.max().item() == pytest.approx(strong) and (kept[:3] - weak).abs().max() < 1e-6
+    aged = _bank_after(0.95, strong_first=True)  # the strong entry, ~20 bytes older than the weak ones, goes
+    assert (aged - weak).abs().max() < 1e-6, aged
+
+
+def test_bank_budget_holds_a_row_of_sixteen_pairs():
+    """The default write budget stores every pair of a 16-pair row: 8 writes per 16-byte chunk, 64 slots."""
+    cfg = Config()
+    assert cfg.bank_writes * (32 // cfg.update_frequencies.mem_write) >= 16 and cfg.memory_capacity >= 16
+    assert cfg.bank_input == "context"
