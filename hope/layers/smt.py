@@ -151,16 +151,17 @@ class SelfModifyingMemory(nn.Module):
         for j in range(1, 4):
             u_ext = u_ext + ext[:, j:j + L + 1] * wc[:, j]
         u_prev, u = u_ext[:, :-1], u_ext[:, 1:]  # (B, L, C): the context before token t, and including it
-        logits = self.gates(u).to(fd).view(B, L, 2, H).permute(2, 0, 3, 1)  # (2, B, H, L)
-        # mem_write gate 0 freezes the memory at its init: no writes (eta = 0) and no forgetting (alpha = 1)
-        alpha = 1 - mem_gate * (1 - torch.sigmoid(logits[1]))  # (B, H, L)
-        with torch.autocast(device_type=x.device.type, enabled=False):  # fast weights stay fp32
-            q = F.normalize(self._heads(self.q_proj(u)).to(fd), dim=-1)  # (B, H, L, d)
+        with torch.autocast(device_type=x.device.type, enabled=False):  # fast weights, gates and keys stay fp32
+            u, u_prev = u.to(fd), u_prev.to(fd)
+            logits = self.gates(u).view(B, L, 2, H).permute(2, 0, 3, 1)  # (2, B, H, L)
+            # mem_write gate 0 freezes the memory at its init: no writes (eta = 0) and no forgetting (alpha = 1)
+            alpha = 1 - mem_gate * (1 - torch.sigmoid(logits[1]))  # (B, H, L)
+            q = F.normalize(self._heads(self.q_proj(u)), dim=-1)  # (B, H, L, d)
             if self.kv_proj is None:  # the k and v boxes' inputs n(u_{t-1}), n(x_t)
-                inputs = torch.stack([F.normalize(self._heads(t).to(fd), dim=-1) for t in (u_prev, x)], dim=1)
+                inputs = torch.stack([F.normalize(self._heads(t.to(fd)), dim=-1) for t in (u_prev, x)], dim=1)
             else:  # plain Titans: static keys and values
                 w_k, w_v = self.kv_proj.weight.chunk(2, dim=0)
-                inputs = torch.stack([F.normalize(self._heads(F.linear(t, w)).to(fd), dim=-1)
+                inputs = torch.stack([F.normalize(self._heads(F.linear(t.to(fd), w.to(fd))), dim=-1)
                                       for t, w in ((u_prev, w_k), (x, w_v))], dim=1)  # (B, 2, H, L, d)
             prior = self.prior(fd)
             mem_prior = tuple(w[:, :1] for w in prior)
