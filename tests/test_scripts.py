@@ -1,0 +1,51 @@
+"""The measurement scripts behind docs/results.md and docs/architecture.md run, and keep their promises."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from hope.data.corpus import load_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stdlib_corpus_splits_on_a_file_boundary(tmp_path, capsys):
+    """Validation documents come last and the standard 90/10 split falls exactly where they begin."""
+    build = _script("build_stdlib_corpus")
+    src = tmp_path / "lib"
+    src.mkdir()
+    for i in range(40):
+        (src / f"m{i:02d}.py").write_bytes(f"# module {i}\n".encode() * (200 + 37 * i))
+    (src / "small.py").write_text("x = 1\n")  # under --min_bytes: left out
+    out = tmp_path / "corpus.txt"
+    assert build.main(["--out", str(out), "--stdlib", str(src), "--min_bytes", "1024"]) == 0
+    corpus = load_corpus(out)
+    docs = build.documents(src, 1024)
+    assert len(docs) == 40
+    val_names = sorted(build.validation_names(docs))
+    first_val = (src / val_names[0]).read_bytes()
+    assert bytes(corpus.val[:len(first_val)].tolist()) == first_val  # validation starts with a whole document
+    assert len(corpus.train) == 9 * len(corpus.val)
+    assert "4" in capsys.readouterr().out
+    assert build.main(["--out", str(out), "--stdlib", str(src)]) == 2  # never overwrites
+
+
+def test_memory_health_reports_every_block(tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("To be, or not to be, that is the question. " * 40)
+    assert _script("memory_health").main(["--data", str(text), "--bytes", "512"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["block"] for r in rows] == [0, 1]
+    for r in rows:
+        assert r["moved_memory"] > 0 and 0 <= r["abs_cos_k_v"] < 0.5 and r["surprise_std"] > 0
