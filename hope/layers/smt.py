@@ -2,16 +2,16 @@
 
 Per head, three fast-weight memories ("boxes", `memory_kind: linear | mlp`, see `hope.ops.memory`) live in the
 carried state as their learned change ``D = W - W_0`` from a meta-learned prior ``W_0``:
-    M_k  produces keys      k_t = normalize(M_k(n(u_{t-1})))     the context before token t
-    M_v  produces values    v_t = normalize(M_v(n(x_t)))         token t itself
+    M_k  produces keys      k_t = normalize(M_k(n(W_k u_{t-1})))     the context before token t
+    M_v  produces values    v_t = normalize(M_v(n(W_v x_t)))         token t itself
     M    is the memory      o_t = M_t(q_t),  q_t = normalize(W_q u_t)   (q static: gap 2 of architecture.md)
-with ``u`` the causal depthwise conv (window 4) of the input x and ``n`` a per-head normalisation. A write stores
+with ``u`` the causal depthwise conv (window 4) of the input x, ``n`` a per-head normalisation and W_k, W_v
+learned input projections. A write stores
 "what followed this context", and the query is the context *including* token t, so a read recalls what followed
 the same context before (an induction step). Keys and values are deliberately not taken from one window: when
 both are maps of the same window (the first implementation), the memory learns the map k -> v_hat as a function
 that fits every window alike, seen and unseen, and stores no pair (measured: after 1024 bytes, cos(M(k), v_hat)
-0.997 on planted and on never-seen windows). W_q starts as the k box's prior, so queries and keys are aligned
-at init. Every box writes
+0.997 on planted and on never-seen windows). Every box writes
 with the delta rule (eq. 88 with the dot-product objective) on its own self-generated target
 ``v_hat_box = M_box(v_t)`` (a constant of the inner rule, so the target cannot collapse), gated by a
 data-dependent inner rate eta in [0, 1] and retention alpha (which decays ``D``: forgetting returns to ``W_0``).
@@ -45,6 +45,7 @@ from hope.ops.memory import KINDS, ChunkPlan, box_apply, commit_chunk, features,
 
 SURPRISE_CLIP = 3.0  # normalised surprise is clipped to +-3 standard deviations
 RETENTION_INIT = 8.5  # alpha = sigmoid(8.5) = 1 - 2.0e-4: a half-life of ~3400 bytes at init (architecture.md §3b)
+KV_RATE_INIT = -3.0  # the k/v boxes write at sigmoid(-3) = 0.047 of the memory's rate at init (learned)
 
 
 class SMTState(NamedTuple):
@@ -70,7 +71,10 @@ class SelfModifyingMemory(nn.Module):
         self.conv = nn.Conv1d(dim, dim, kernel_size=4, groups=dim)  # causal depthwise conv, window 4 (left cache)
         self.q_proj = nn.Linear(dim, dim, bias=False)
         self.q_proj.zero_init = True  # keep the aligned init below (the shell's normal init would undo it)
-        self.kv_proj = None if self_modifying else nn.Linear(dim, 2 * dim, bias=False)
+        # Learned input projections of keys and values (the boxes, if any, sit on top): with the boxes alone as the
+        # maps, per head, the self-modifying model trailed plain Titans by 0.13 nats after 150 steps of
+        # configs/quick.yaml (0.951 vs 0.824); with them, see docs/architecture.md.
+        self.kv_proj = nn.Linear(dim, 2 * dim, bias=False)
         # Meta-learned priors W_0 (ordinary parameters, no weight decay, trained through the writes). The k and v
         # boxes start as different maps (architecture.md §3b: identical boxes gave k = v).
         if kind == "linear":
@@ -91,9 +95,13 @@ class SelfModifyingMemory(nn.Module):
             nn.init.normal_(self.gates.weight, std=0.002)
             self.gates.bias.view(2, H)[0].fill_(0.0)  # eta = sigmoid(0) = 0.5
             self.gates.bias.view(2, H)[1].fill_(RETENTION_INIT)
-        with torch.no_grad():  # W_q = the k box's prior (block-diagonal over heads): q_t aligned with k_{t+1} at init
-            key_map = self.prior_w[1] if kind == "linear" and self_modifying else torch.eye(d).expand(H, d, d)
-            self.q_proj.weight.copy_(torch.block_diag(*key_map))
+        # The k and v boxes' rates relative to the memory's, per head. Keys and values that follow their own writes
+        # at the memory's rate drift from one occurrence of a context to the next, and a lookup needs the same key
+        # twice: at the memory's rate (eta ~ 0.5) the self-modifying model trailed plain Titans by 0.27 nats after
+        # 150 steps of configs/quick.yaml (1.097 vs 0.824); the boxes start slow and learn how fast to move.
+        self.kv_rate_logit = nn.Parameter(torch.full((n - 1, H), KV_RATE_INIT)) if self_modifying else None
+        with torch.no_grad():  # W_q starts as the identity: q_t = n(u_t) (aligned with the k box: 0.951 vs 0.918 above)
+            self.q_proj.weight.copy_(torch.eye(dim))
         self.out_norm = nn.RMSNorm(d)
         self.proj = nn.Linear(dim, dim, bias=False)
 
@@ -111,6 +119,23 @@ class SelfModifyingMemory(nn.Module):
     def _heads(self, x: Tensor) -> Tensor:
         B, L, _ = x.shape
         return x.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d)
+
+    def box_inputs(self, u_prev: Tensor, x: Tensor) -> Tensor:
+        """``u_prev, x (B, L, C) -> (B, 2, H, L, d)``: the unit inputs of keys (from the context before t) and
+        values (from t), through the learned projections."""
+        w_k, w_v = self.kv_proj.weight.to(x.dtype).chunk(2, dim=0)
+        return torch.stack([F.normalize(self._heads(F.linear(t, w)), dim=-1) for t, w in ((u_prev, w_k), (x, w_v))],
+                           dim=1)
+
+    def keys_targets(self, z: Tensor, change: Tensor, prior: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        """Box inputs ``z (B, 2, H, c, d)`` at the state ``change`` -> keys ``k (B, 1, H, c, d)`` and every box's
+        target ``v_hat (B, boxes, H, c, d)``: k, v from the k/v boxes and ``v_hat = M_box(v)`` (self-modifying), or
+        the projections themselves and the target v (plain Titans)."""
+        if not self.self_modifying:
+            return z.split(1, dim=1)
+        kv = F.normalize(box_apply(tuple(w[:, 1:] for w in prior), change[:, 1:], z, self.kind), dim=-1)
+        k, v = kv.split(1, dim=1)  # (B, 1, H, c, d) each
+        return k, box_apply(prior, change, v, self.kind)
 
     def _surprise(self, err: Tensor, mean: Tensor, sq: Tensor, seen: Tensor) -> Tensor:
         """Normalised surprise ``(B, H, c)`` of a chunk's per-token errors ``err (B, H, c)``: by the running
@@ -157,31 +182,23 @@ class SelfModifyingMemory(nn.Module):
             # mem_write gate 0 freezes the memory at its init: no writes (eta = 0) and no forgetting (alpha = 1)
             alpha = 1 - mem_gate * (1 - torch.sigmoid(logits[1]))  # (B, H, L)
             q = F.normalize(self._heads(self.q_proj(u)), dim=-1)  # (B, H, L, d)
-            if self.kv_proj is None:  # the k and v boxes' inputs n(u_{t-1}), n(x_t)
-                inputs = torch.stack([F.normalize(self._heads(t.to(fd)), dim=-1) for t in (u_prev, x)], dim=1)
-            else:  # plain Titans: static keys and values
-                w_k, w_v = self.kv_proj.weight.chunk(2, dim=0)
-                inputs = torch.stack([F.normalize(self._heads(F.linear(t.to(fd), w.to(fd))), dim=-1)
-                                      for t, w in ((u_prev, w_k), (x, w_v))], dim=1)  # (B, 2, H, L, d)
+            inputs = self.box_inputs(u_prev, x.to(fd))  # (B, 2, H, L, d)
             prior = self.prior(fd)
             mem_prior = tuple(w[:, :1] for w in prior)
+            box_rate = None if self.kv_rate_logit is None else torch.cat(  # (1, boxes, H, 1): memory box at 1
+                [torch.ones_like(self.kv_rate_logit[:1]), torch.sigmoid(self.kv_rate_logit)]).to(fd)[None, :, :, None]
             change, mean, sq, seen = state.change, state.err_mean, state.err_sq, state.seen
             outs, surprises = [], []
             for n, start in enumerate(range(0, L, chunk)):
                 c = min(chunk, L - start)
                 z, q_n = inputs[:, :, :, start:start + c], q[:, None, :, start:start + c]  # (B, 2, H, c, d), (B, 1, ...)
-                if self.kv_proj is None:
-                    # k, v from the k/v boxes at the chunk-start state; every box's target v_hat = M_box(v).
-                    kv = F.normalize(box_apply(tuple(w[:, 1:] for w in prior), change[:, 1:], z, kind), dim=-1)
-                    k, v = kv.split(1, dim=1)  # (B, 1, H, c, d) each
-                    v_hat = box_apply(prior, change, v, kind)  # (B, boxes, H, c, d)
-                else:
-                    k, v_hat = z.split(1, dim=1)  # (B, 1, H, c, d): the target is v itself
+                k, v_hat = self.keys_targets(z, change, prior)
                 kappa, tau = write_inputs(prior, k, v_hat, kind)  # (B, 1|boxes, H, c, f), (B, boxes, H, c, d)
                 err = (kappa[:, 0] @ change[:, 0].mT - tau[:, 0]).pow(2).sum(-1)  # (B, H, c) memory box error at W_c
                 surprise = self._surprise(err, mean, sq, seen)
                 eta = torch.sigmoid(logits[0][:, :, start:start + c] + surprise_scale * surprise) * mem_gate
-                plan = plan_chunk(kappa, eta[:, None], alpha[:, None, :, start:start + c])  # (B, 1|boxes, H, ...)
+                eta = eta[:, None] if box_rate is None else eta[:, None] * box_rate  # (B, 1|boxes, H, c)
+                plan = plan_chunk(kappa, eta, alpha[:, None, :, start:start + c])  # (B, 1|boxes, H, ...)
                 written = write_chunk(change, kappa, tau, plan)  # (B, boxes, H, c, d)
                 if start + c > L - n_out:  # a chunk with tokens whose read is wanted: the memory box only
                     fq, base_q = features(mem_prior, q_n, kind)

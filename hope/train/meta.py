@@ -12,7 +12,7 @@ Every `meta.outer_frequency` optimiser steps the training loop calls `MetaLearne
 
 The meta-parameters are exactly `META_PARAM_SUFFIXES`: the memories' initial states (the priors `smt.prior_w`
 of a linear memory or `smt.prior_w1/2` of an mlp one, `cms.prior_w1/2`), the SMT gate biases (`smt.gates.bias`:
-eta = inner learning rate, alpha = retention) and the fast CMS level's inner learning-rate scale (`cms.eta_logit`). The training loop's
+eta = inner learning rate, alpha = retention), the k/v boxes' relative rates (`smt.kv_rate_logit`) and the fast CMS level's inner learning-rate scale (`cms.eta_logit`). The training loop's
 optimiser also holds them; the meta-step changes only them and leaves every `.grad` in the model as it found
 it (gradients are taken with `torch.autograd.grad`, handed to the meta-optimiser, then the previous `.grad`
 is put back), so nothing leaks into the outer optimiser's next step or into the slow CMS level's gradient
@@ -49,8 +49,8 @@ from hope.errors import HopeError
 from hope.runtime import autocast
 
 # Parameter-name suffixes of the meta-parameters (architecture.md §6).
-META_PARAM_SUFFIXES = ("smt.prior_w", "smt.prior_w1", "smt.prior_w2", "smt.gates.bias", "cms.prior_w1", "cms.prior_w2",
-                       "cms.eta_logit")
+META_PARAM_SUFFIXES = ("smt.prior_w", "smt.prior_w1", "smt.prior_w2", "smt.gates.bias", "smt.kv_rate_logit",
+                       "cms.prior_w1", "cms.prior_w2", "cms.eta_logit")
 GAIN_KEYS = ("meta_query_loss_init", "meta_query_loss_adapted", "meta_gain")
 
 

@@ -283,7 +283,7 @@ class CombinedOptimizer(Optimizer):
 
 # The memories' meta-learned initial states (priors) and their gates are never decayed: weight decay would pull
 # every prior towards zero and every gate towards sigmoid(0), the collapse architecture.md §3b describes.
-NO_DECAY_MARKERS = ("prior_", "gates.", "write_score.")
+NO_DECAY_MARKERS = ("prior_", "gates.", "write_score.", "rate_logit")
 
 
 def decays(name: str, p: Tensor) -> bool:
