@@ -23,7 +23,7 @@ from hope.data.corpus import Corpus, synthetic_corpus
 from hope.errors import HopeError
 from hope.eval.lm import evaluate_lm
 from hope.models import build_model
-from hope.runtime import resolve_device
+from hope.runtime import allow_tf32, resolve_device
 from hope.train.loop import SLOW_LEVEL, TrainingInterrupted, train
 from hope.train.schedule import lr_at
 
@@ -113,6 +113,21 @@ def test_device_cuda_without_cuda_is_a_clear_error():
     with pytest.raises(HopeError, match="auto, cpu, cuda"):
         resolve_device("gpu")
     assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+
+
+def test_tf32_is_allowed_for_cuda_only():
+    """A CUDA device allows TF32 cuBLAS matmuls; a CPU device leaves every precision flag (oneDNN's too) alone."""
+    matmul, saved = torch.backends.cuda.matmul, torch.backends.cuda.matmul.allow_tf32
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    try:
+        matmul.allow_tf32 = False
+        assert allow_tf32(torch.device("cpu")) == torch.device("cpu")
+        assert matmul.allow_tf32 is False
+        allow_tf32(torch.device("cuda", 0))  # sets a flag only: runs on a build without CUDA too
+        assert matmul.allow_tf32 is True
+        assert torch.backends.mkldnn.matmul.fp32_precision == before
+    finally:
+        matmul.allow_tf32 = saved
 
 
 # ----------------------------------------------------------------------------- numerics of one step
