@@ -376,8 +376,11 @@ class _SyncingOps(TorchDispatchMode):
         self.seen, self.step = seen, step
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket.__name__ in SYNCING_OPS:
-            self.seen.append((self.step[0], func.overloadpacket.__name__))
+        name = func.overloadpacket.__name__
+        masked = name in ("index", "index_put", "index_put_") and any(  # x[mask]: a nonzero inside the kernel
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] if len(args) > 1 else ()) or ())
+        if name in SYNCING_OPS or masked:
+            self.seen.append((self.step[0], name))
         return func(*args, **(kwargs or {}))
 
 

@@ -3,7 +3,20 @@
 
 One optimiser step = `grad_accum_steps` micro-batches (loss divided by that count), then a finite-loss/grad guard
 (torchtitan's habit: skip and count, abort after `max_bad_steps` in a row), global-norm clipping, the step, the
-EMA update. Nested level stepping (architecture.md §3): the slow CMS level's parameters live in their own
+EMA update.
+
+No host synchronisation per step (so a GPU is fed step after step): the loss, the token sums behind accuracy,
+the finiteness flag and the bad-step counters stay on the device, and the host reads them only at log steps
+(`log_interval` and the last step), evaluation steps and when stopping (`_read_window`). The guard's exact
+semantics: a step whose mean loss, global gradient norm or slow-level gradients are not all finite is skipped
+on the device (`_masked_step`: parameters, optimiser state, EMA, slow-level sums and counts keep their values
+bit for bit), counted in `skipped_steps`, and its token sums left out; its loss (non-finite) is still recorded
+in `TrainResult.losses`. When `max_bad_steps` steps in a row are bad, the run raises `HopeError` naming the step
+where the run of bad steps reached the limit, at the next read point: the steps in between run (skipped too
+if non-finite) but nothing of them is saved, since every evaluation and checkpoint is a read point. The one
+per-step host read left: an optimiser whose state is not all device tensors reads the skip flag (the first
+step of each optimiser, which creates its state; M3, whose step count is a Python int). `tests/test_train.py`
+(`test_no_host_read_between_log_steps`) pins this. Nested level stepping (architecture.md §3): the slow CMS level's parameters live in their own
 optimiser that steps only every `update_frequencies.optimizer_step` steps on the average of the gradients of the
 steps in between (kept in an accumulator that the checkpoint carries); the fast levels (SMT, bank, fast CMS) learn
 in context inside `forward`.
@@ -225,7 +238,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, corpus: Corpus | Non
 
     `corpus` overrides `cfg.data` (used by experiments that train on prepared splits); `model` continues training
     a given model (continual learning) instead of building a fresh one; `resume` continues a checkpoint exactly;
-    `on_step(step, record)` is called after every optimiser step. The returned model holds the EMA weights when
+    `on_step(step, record)` is called after every optimiser step with host values only: the metrics-log record
+    at log steps, `{"step", "lr"}` between them (the loss is read at log steps only). The returned model holds the EMA weights when
     `ema_decay > 0`. With `save`, the run writes `cfg.out`, its metrics log and its resolved config
     (`hope.runs.RunFiles`), all checked for writability first; `overwrite=False` refuses (HopeError) when one of
     them already exists and is not the checkpoint being resumed. `tensorboard` also logs the metrics there.
@@ -636,12 +650,12 @@ def _device_state(optimizer: torch.optim.Optimizer, ok: torch.Tensor) -> list[to
     the step cannot be undone on the device: state not created yet (the first step creates it), or state held
     as host numbers or on another device (M3's Python step count; AdamW's CPU step counter on CUDA unless
     `capturable`, which `_setup` turns on there)."""
-    tensors = []
+    tensors, states = [], optimizer.state  # one lookup: CombinedOptimizer.state merges its children's anew
     for group in optimizer.param_groups:
         for p in group["params"]:
             if p.grad is None:
                 continue
-            state = optimizer.state.get(p)
+            state = states.get(p)
             if not state:
                 return None
             tensors.append(p)
