@@ -3,6 +3,7 @@ fresh subprocess (see `bench.worker`) and measure peak memory or long generation
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import gc
 import math
@@ -11,6 +12,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench.measure import current_rss_mib, interleaved, peak_rss_mib, run_worker, state_bytes, sync
 from hope.config import Config, config_from_dict, config_to_dict, validate
@@ -108,6 +110,58 @@ def train_memory_case(hope_cfg: Config, seq_len: int, device: torch.device, thre
     for name, cfg in cfgs.items():
         out[name] = run_worker({"kind": "train_memory", "config": config_to_dict(cfg), "device": str(device),
                                 "threads": threads})
+    return out
+
+
+# -------------------------------------------------------------------------------------------- ops per step
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts every aten op dispatched while it is active (forward and the autograd engine's backward alike), by
+    op name. On a GPU each dispatched op is at least one kernel launch, so the count predicts launch overhead:
+    a step of N ops costs >= N x ~5-10 us of launches whatever the tensor sizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.compute = 0  # ops that are not views (view, expand, transpose, detach, ... launch nothing)
+        self.by_op: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        name = func.overloadpacket.__name__
+        self.compute += not (func.is_view or name == "_unsafe_view")
+        self.by_op[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_step_ops(cfg: Config, seed: int = 0, batch_size: int = 2) -> dict[str, Any]:
+    """Aten ops dispatched by one training forward + backward of `cfg` on CPU (the optimiser step is left out: it
+    is the same foreach kernels for both models). The count depends on the code path, not on the batch size, so
+    it is taken at `batch_size` 2 (batch 1 elides a few size-1 broadcasts: 2% fewer ops; 2, 3 and 8 agree);
+    the model is run once outside the counter first (lazy buffers)."""
+    torch.manual_seed(seed)
+    model = build_model(dataclasses.replace(cfg, batch_size=batch_size)).train()
+    data = torch.randint(0, 256, (batch_size, cfg.seq_len + 1), generator=torch.Generator().manual_seed(seed))
+
+    def step() -> None:
+        _, loss, _ = model(data[:, :-1], data[:, 1:])
+        loss.backward()
+
+    step()  # warm-up: first-call caches (rotary tables, masks) would otherwise count once here
+    model.zero_grad(set_to_none=True)
+    counter = OpCounter()
+    with counter:
+        step()
+    return {"ops": counter.count, "compute_ops": counter.compute, "top_ops": dict(counter.by_op.most_common(8))}
+
+
+def ops_case(hope_cfg: Config, seq_len: int) -> dict[str, Any]:
+    """Dispatched aten ops per training forward + backward of HOPE and its matched baseline at `seq_len`."""
+    out: dict[str, Any] = {"seq_len": seq_len}
+    for name, cfg in pair(at_seq(hope_cfg, seq_len)).items():
+        out[name] = {**describe(cfg), **count_step_ops(cfg)}
+    out["ratio"] = out["hope"]["ops"] / out["baseline"]["ops"]
     return out
 
 

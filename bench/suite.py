@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import math
 import os
 import platform
 import subprocess
@@ -20,7 +21,7 @@ from bench import cases
 from bench.measure import ROOT
 from hope.config import load_config
 
-SECTIONS = ("train", "train_memory", "generate", "op", "store", "peer")
+SECTIONS = ("ops", "train", "train_memory", "generate", "op", "store", "peer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Mode:
     store_pairs: tuple[int, ...] = (8, 16, 24, 32)  # pairs written into one memory of head dim 32
     store_chunks: tuple[int, ...] = (1, 4, 16, 64)
     store_seeds: int = 8
+    ops_seqs: tuple[int, ...] = (128, 256, 1024)  # seq_len of the ops-per-step rows
     overrides: tuple[tuple[str, Any], ...] = ()  # config overrides (tiny models for the smoke test)
 
 
@@ -48,13 +50,16 @@ MODES = {
                   op_chunks=(1, 4, 16, 64), op_bwd_chunks=(16,), op_reps=3, peer_reps=3),
     "tiny": Mode(train_seqs=(32, 64), train_reps=(1, 1), gen_marks=(8, 24), op_T=32, op_chunks=(1, 8),
                  op_bwd_chunks=(8,), op_reps=1, peer_reps=1, store_pairs=(8,), store_chunks=(1, 8), store_seeds=1,
-                 overrides=(("dim", 32), ("depth", 1), ("num_heads", 2), ("seq_len", 32), ("max_len", 32), ("attn_window", 8),
+                 ops_seqs=(16, 32, 64), overrides=(("dim", 32), ("depth", 1), ("num_heads", 2), ("seq_len", 32), ("max_len", 32), ("attn_window", 8),
                             ("memory_capacity", 8), ("top_k", 2), ("batch_size", 2),
                             ("update_frequencies", {"mem_write": 4, "error_update": 8}))),
 }
 
 # The targets of the performance issue, checked on the figures this run measured.
 TARGETS = {
+    "ops_ratio_256": ("HOPE dispatched aten ops per training forward + backward <= 4x the baseline's at seq_len 256", 4.0),
+    "ops_sublinear": ("HOPE ops per step grow sublinearly with seq_len: exponent log(ops ratio)/log(seq_len ratio) "
+                      "between the two longest rows <= 0.5 (a loop over chunks is ~1)", 0.5),
     "train_ratio_256": ("HOPE training throughput >= 0.5x the matched baseline at seq_len 256", 0.5),
     "op_speedup_16": ("memory_chunked >= 10x memory_reference at chunk 16, T = 256 (fwd and fwd+bwd)", 10.0),
     "store_16": ("linear memory, 16 pairs at head dim 32, eta = 1: top-1 >= 0.95 at every chunk size, identical", 0.95),
@@ -100,6 +105,11 @@ def run(mode_name: str = "quick", *, config: str | Path = ROOT / "configs" / "ex
                                             "started": dt.datetime.now().isoformat(timespec="seconds"),
                                             "machine": machine(dev, threads), "mode_sizes": dataclasses.asdict(mode)}}
         t0 = time.perf_counter()
+        if "ops" in sections:
+            results["ops"] = []
+            for seq in mode.ops_seqs:
+                log(f"[bench] dispatched ops per training step, seq_len {seq} ...")
+                results["ops"].append(cases.ops_case(cfg, seq))
         if "train" in sections:
             results["train"] = []
             for seq, reps in zip(mode.train_seqs, mode.train_reps):
@@ -147,6 +157,17 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         text, bound = TARGETS[key]
         out.append({"target": key, "description": text, "bound": bound, "value": value, "met": met, "note": note})
 
+    ops = results.get("ops", [])
+    at_256 = [r for r in ops if r["seq_len"] == 256]
+    if at_256:
+        value = at_256[0]["ratio"]
+        add("ops_ratio_256", value, value <= 4.0, f"HOPE {at_256[0]['hope']['ops']:,} vs baseline "
+            f"{at_256[0]['baseline']['ops']:,} ops")
+    if len(ops) >= 2:
+        a, b = ops[-2], ops[-1]
+        value = math.log(b["hope"]["ops"] / a["hope"]["ops"]) / math.log(b["seq_len"] / a["seq_len"])
+        add("ops_sublinear", value, value <= 0.5, f"seq_len {a['seq_len']} -> {b['seq_len']}: HOPE "
+            f"{a['hope']['ops']:,} -> {b['hope']['ops']:,} ops")
     train = [r for r in results.get("train", []) if r["seq_len"] == 256]
     if train:
         r = train[0]
@@ -190,6 +211,16 @@ def table(results: dict[str, Any]) -> str:
     lines.append(f"mode {meta['mode']}, {m['device']}, {m['cpu_count']} CPUs, {m['torch_threads']} torch thread(s), "
                  f"torch {m['torch']}, {m['cpu_capability']}; load average {_f(m.get('load_average_1m'), '{:.1f}')} at start; "
                  f"{meta.get('elapsed_s', 0):.0f} s")
+    if results.get("ops"):
+        lines += ["", "Dispatched aten ops per training step (forward + backward, CPU, batch-size independent; each is "
+                  "at least one kernel launch on a GPU):", "",
+                  "| seq_len | HOPE ops | baseline ops | HOPE/baseline | target | HOPE non-view ops | "
+                  "baseline non-view ops |", "|---|---|---|---|---|---|---|"]
+        for r in results["ops"]:
+            h, b = r["hope"], r["baseline"]
+            lines.append(f"| {r['seq_len']} | {h['ops']:,} | {b['ops']:,} | {r['ratio']:.1f}x | "
+                         + ("<= 4x" if r["seq_len"] == 256 else "sublinear in seq_len")
+                         + f" | {h['compute_ops']:,} | {b['compute_ops']:,} |")
     if results.get("train"):
         lines += ["", "Training throughput (forward + backward + AdamW step; medians, interleaved):", "",
                   "| seq_len | batch | HOPE tok/s | baseline tok/s | HOPE/baseline (wall) | (CPU time) | HOPE params | "

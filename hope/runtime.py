@@ -21,23 +21,40 @@ from hope.errors import HopeError
 def resolve_device(device: str = "auto", cuda_device: int = 0) -> torch.device:
     """`auto` -> cuda:<cuda_device> when available else cpu; `cuda` -> cuda:<cuda_device>; `cuda:i` as given.
 
-    Anything else, or a CUDA device this machine does not have, raises a one-line HopeError.
+    Anything else, or a CUDA device this machine does not have, raises a one-line HopeError. Resolving a CUDA
+    device also allows TF32 matmuls (`allow_tf32`).
     """
     device = str(device).strip().lower()
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
         raise HopeError(f"--device must be auto, cpu, cuda or cuda:N, got '{device}'")
     if device == "auto":
-        return torch.device(f"cuda:{cuda_device}") if torch.cuda.is_available() else torch.device("cpu")
+        return allow_tf32(torch.device(f"cuda:{cuda_device}")) if torch.cuda.is_available() else torch.device("cpu")
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise HopeError(f"--device {device} requested but this PyTorch has no CUDA device (use --device auto or cpu)")
         index = int(device.split(":")[1]) if ":" in device else cuda_device
         if index >= torch.cuda.device_count():
             raise HopeError(f"--device cuda:{index} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
-        return torch.device(f"cuda:{index}")
+        return allow_tf32(torch.device(f"cuda:{index}"))
     if device == "mps" and not torch.backends.mps.is_available():
         raise HopeError("--device mps requested but MPS is not available")
     return torch.device(device)
+
+
+def allow_tf32(device: torch.device) -> torch.device:
+    """Let float32 matmuls on CUDA run on TF32 tensor cores (Ampere and later); returns `device`.
+
+    Process-wide and CUDA-only: it sets `torch.backends.cuda.matmul.allow_tf32` (what
+    `torch.set_float32_matmul_precision("high")` would set for cuBLAS), not the global precision, because that
+    one also switches CPU (oneDNN) matmuls to TF32 and CPU results must stay exactly as they were. TF32 keeps
+    fp32's range with a 10-bit mantissa (~1e-3 relative error per product), the trade every fp32 GPU trainer
+    makes; convolutions (cuDNN) already default to TF32. Under `--amp bf16` the matmuls run in bf16 anyway, so
+    this matters for fp32 runs and the matmuls autocast leaves in fp32. A no-op for
+    other devices.
+    """
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # the legacy flag: mixing it with fp32_precision raises
+    return device
 
 
 def seed_everything(seed: int) -> None:

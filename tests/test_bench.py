@@ -32,6 +32,11 @@ def tiny_cfg():
 
 def test_tiny_suite_runs_every_section(tiny_results: dict, tmp_path) -> None:
     r = tiny_results
+    assert [row["seq_len"] for row in r["ops"]] == list(suite.MODES["tiny"].ops_seqs)
+    for row in r["ops"]:
+        assert row["hope"]["ops"] > row["hope"]["compute_ops"] > 0 and row["baseline"]["ops"] > 0
+        assert row["ratio"] == row["hope"]["ops"] / row["baseline"]["ops"]
+    assert [t["target"] for t in r["targets"]][:1] == ["ops_sublinear"]  # no seq_len 256 row in tiny mode
     assert [row["seq_len"] for row in r["train"]] == list(suite.MODES["tiny"].train_seqs)
     for row in r["train"]:
         assert row["hope"]["tokens_per_s"] > 0 and row["baseline"]["tokens_per_s"] > 0
@@ -43,11 +48,31 @@ def test_tiny_suite_runs_every_section(tiny_results: dict, tmp_path) -> None:
     assert "skipped" in r["peer"] or r["peer"]["ratio"] > 0
     assert r["train_memory"] == {"skipped": "needs subprocesses"} and "skipped" in r["generate"]
     text = suite.table(r)
+    assert "Dispatched aten ops per training step" in text
     assert "Training throughput" in text and "Memory update op" in text and "Peer" in text and "Store/retrieve" in text
     assert {row["kind"] for row in r["store"]} == {"linear", "mlp"} and all(0 <= row["top1"] <= 1 for row in r["store"])
     out = tmp_path / "tiny.json"
     out.write_text(json.dumps(r))  # JSON-ready: no tensors or other objects left in the results
     assert json.loads(out.read_text())["meta"]["mode"] == "tiny"
+
+
+def test_op_counter_counts_forward_and_backward_independent_of_batch(tiny_cfg) -> None:
+    """The ops-per-step figure: forward + backward both counted (more than the forward alone), the same at
+    batch 2 and 3, and the ratio target read at seq_len 256."""
+    cfg = cases.pair(cases.at_seq(tiny_cfg, 16))
+    for c in cfg.values():
+        counts = [cases.count_step_ops(c, batch_size=b)["ops"] for b in (2, 3)]
+        assert counts[0] == counts[1]
+        model = cases.build_model(c).train()
+        x = torch.randint(0, 256, (2, 17))
+        model(x[:, :-1], x[:, 1:])
+        with cases.OpCounter() as forward_only:
+            model(x[:, :-1], x[:, 1:])
+        assert 0 < forward_only.count < counts[0]
+    fake = {"ops": [{"seq_len": s, "ratio": r, "hope": {"ops": n}, "baseline": {"ops": 100}}
+                    for s, r, n in ((256, 3.0, 300), (1024, 4.0, 400))]}
+    targets = {t["target"]: t for t in suite.check_targets(fake)}
+    assert targets["ops_ratio_256"]["met"] and targets["ops_sublinear"]["met"]  # 300 -> 400 ops: exponent 0.21
 
 
 def test_workers_in_process(tiny_cfg) -> None:

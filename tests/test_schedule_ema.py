@@ -79,6 +79,24 @@ def test_one_update_is_exact() -> None:
     assert ema.num_updates == 1
 
 
+def test_update_gated_on_the_device() -> None:
+    """`update(model, ok)`: ok True is the plain update bit for bit, ok False leaves shadow, buffers and the count
+    alone (a skipped training step), without reading `ok` on the host."""
+    model, d = _model(), 0.9
+    plain, gated = EMA(model, d), EMA(model, d)
+    _perturb(model, 1)
+    plain.update(model)
+    gated.update(model, torch.tensor(True))
+    assert all(torch.equal(plain.shadow[n], gated.shadow[n]) for n in plain.shadow)
+    before = {n: t.clone() for n, t in gated.shadow.items()}
+    buffers = {n: t.clone() for n, t in gated.buffers.items()}
+    _perturb(model, 2)
+    gated.update(model, torch.tensor(False))
+    assert all(torch.equal(before[n], gated.shadow[n]) for n in before)
+    assert all(torch.equal(buffers[n], gated.buffers[n]) for n in buffers)
+    assert gated.num_updates == 1 and gated.state_dict()["num_updates"] == 1
+
+
 def test_shadow_is_float32_for_low_precision_params() -> None:
     model = _model(torch.bfloat16)
     ema = EMA(model, 0.99)

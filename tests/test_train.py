@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from torch.utils._python_dispatch import TorchDispatchMode
+
 import hope.train.loop as loop
 from hope.checkpoint import load_checkpoint
 from hope.config import load_config
@@ -23,7 +25,7 @@ from hope.data.corpus import Corpus, synthetic_corpus
 from hope.errors import HopeError
 from hope.eval.lm import evaluate_lm
 from hope.models import build_model
-from hope.runtime import resolve_device
+from hope.runtime import allow_tf32, resolve_device
 from hope.train.loop import SLOW_LEVEL, TrainingInterrupted, train
 from hope.train.schedule import lr_at
 
@@ -113,6 +115,21 @@ def test_device_cuda_without_cuda_is_a_clear_error():
     with pytest.raises(HopeError, match="auto, cpu, cuda"):
         resolve_device("gpu")
     assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+
+
+def test_tf32_is_allowed_for_cuda_only():
+    """A CUDA device allows TF32 cuBLAS matmuls; a CPU device leaves every precision flag (oneDNN's too) alone."""
+    matmul, saved = torch.backends.cuda.matmul, torch.backends.cuda.matmul.allow_tf32
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    try:
+        matmul.allow_tf32 = False
+        assert allow_tf32(torch.device("cpu")) == torch.device("cpu")
+        assert matmul.allow_tf32 is False
+        allow_tf32(torch.device("cuda", 0))  # sets a flag only: runs on a build without CUDA too
+        assert matmul.allow_tf32 is True
+        assert torch.backends.mkldnn.matmul.fp32_precision == before
+    finally:
+        matmul.allow_tf32 = saved
 
 
 # ----------------------------------------------------------------------------- numerics of one step
@@ -340,3 +357,95 @@ def test_compile_opt_in_trains(tmp_path, corpus):
     assert compiled.losses == pytest.approx(eager.losses, rel=1e-4)
     assert math.isfinite(compiled.val["loss"])
     assert not any(k.startswith("_orig_mod") for k in load_checkpoint(compiled.checkpoint)["model"])
+
+
+# ----------------------------------------------------------------------------- no host reads between log steps
+
+HOST_READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__")
+# aten ops that need a value (or a data-dependent size) on the host: what item()/bool() dispatch to, and the
+# implicit ones (boolean-mask indexing -> nonzero, ...) that no Python method shows
+SYNCING_OPS = frozenset({"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "unique_consecutive",
+                         "repeat_interleave", "equal", "is_nonzero", "allclose", "masked_scatter"})
+HOPE_DIR = str(Path(loop.__file__).resolve().parent.parent)
+DATA_DIR = str(Path(HOPE_DIR, "data"))
+
+
+class _SyncingOps(TorchDispatchMode):
+    def __init__(self, seen: list, step: list) -> None:
+        super().__init__()
+        self.seen, self.step = seen, step
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        masked = name in ("index", "index_put", "index_put_") and any(  # x[mask]: a nonzero inside the kernel
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] if len(args) > 1 else ()) or ())
+        if name in SYNCING_OPS or masked:
+            self.seen.append((self.step[0], name))
+        return func(*args, **(kwargs or {}))
+
+
+def _watch_host_reads(monkeypatch) -> tuple[list, list, list]:
+    """Patch every way a tensor's value reaches Python; record (step, read, function, file:line) for each read
+    made by `hope`'s own code (model included) at training step `step` outside the loop's read points
+    (`_read_window`, `_log_step`, `_evaluate`, `_checkpoint`). Reads inside torch (e.g. AdamW reading its CPU
+    step counter on a CPU run; on CUDA it is `capturable`, on the device) and by the input pipeline in
+    `hope/data` (CPU tensors by construction, before the copy to the device) are not the loop's. Also records
+    every syncing aten op (`SYNCING_OPS`) that the forward, backward and guard dispatch, torch's internals
+    included."""
+    reads, step, allowed, syncing = [], [0], [0], []
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, __original=original, __name=name, **kwargs):
+            caller = sys._getframe(1)
+            where = caller.f_code.co_filename
+            if step[0] and not allowed[0] and where.startswith(HOPE_DIR) and not where.startswith(DATA_DIR):
+                reads.append((step[0], __name, caller.f_code.co_name, f"{Path(where).name}:{caller.f_lineno}"))
+            return __original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, wrapper)
+    set_step_lr = loop._set_step_lr
+
+    def at_step(run, s):
+        step[0] = s + 1
+        return set_step_lr(run, s)
+
+    monkeypatch.setattr(loop, "_set_step_lr", at_step)
+    for name in ("_accumulate_gradients", "_guard"):
+        def dispatched(*args, __fn=getattr(loop, name), **kwargs):
+            with _SyncingOps(syncing, step):
+                return __fn(*args, **kwargs)
+
+        monkeypatch.setattr(loop, name, dispatched)
+    for name in ("_read_window", "_log_step", "_evaluate", "_checkpoint"):
+        def reading(*args, __fn=getattr(loop, name), **kwargs):
+            allowed[0] += 1
+            try:
+                return __fn(*args, **kwargs)
+            finally:
+                allowed[0] -= 1
+
+        monkeypatch.setattr(loop, name, reading)
+    return reads, step, syncing
+
+
+@pytest.mark.parametrize("model_type, overrides", [
+    ("baseline", dict(ema_decay=0.9, grad_accum_steps=2, grad_clip_norm=1.0)),
+    ("hope", dict(ema_decay=0.9, update_frequencies={"mem_write": 8, "error_update": 8, "optimizer_step": 2})),
+], ids=["baseline-accum-clip", "hope-slow-level"])
+def test_no_host_read_between_log_steps(tmp_path, corpus, monkeypatch, model_type, overrides):
+    """A training step that is not a log step reads no tensor value on the host (`.item()`, `.tolist()`,
+    `.cpu()`, `.numpy()`, `float()`/`int()`/`bool()` of a tensor) anywhere in hope's code, forward and backward
+    of the model included, so on a GPU the host queues step after step without waiting. The one exception is an
+    optimiser's very first step, where its state does not exist yet and the skip decision is read once
+    (`_masked_step`). Steps 4 and 8 are log steps: all reads happen there (and the losses still come back)."""
+    cfg = tiny(tmp_path, model_type, steps=8, log_interval=4, eval_interval=1000, **overrides)
+    reads, step, syncing = _watch_host_reads(monkeypatch)
+    result = train(cfg, corpus=corpus, verbose=False)
+    first_steps = {r for r in reads if r[2] == "_masked_step"}
+    assert {s for s, *_ in first_steps} <= {1, cfg.update_frequencies.optimizer_step}, first_steps
+    assert [r for r in reads if r not in first_steps] == []
+    assert 1 <= len(first_steps) <= 2, reads  # the watch sees the one read it allows
+    assert syncing == []  # the model's forward and backward and the guard: no host-dependent aten op at any step
+    assert len(result.losses) == 8 and all(math.isfinite(x) for x in result.losses)
+    assert [r["step"] for r in records(cfg) if r["split"] == "train" and not r.get("final")] == [4, 8]

@@ -41,7 +41,8 @@ class EMA:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay = float(decay)
-        self.num_updates = 0
+        self._num_updates = 0
+        self._pending: Tensor | None = None  # updates counted on the device (`update(..., ok=)`) not yet read
         self.shadow: dict[str, Tensor] = {}
         self.buffers: dict[str, Tensor] = {}
         if self.enabled:
@@ -54,10 +55,28 @@ class EMA:
     def enabled(self) -> bool:
         return self.decay > 0.0
 
+    @property
+    def num_updates(self) -> int:
+        """Updates applied so far (reads the device counter of `update(..., ok=)`: call at log/save time)."""
+        if self._pending is not None:
+            self._num_updates += int(self._pending)
+            self._pending = None
+        return self._num_updates
+
+    @num_updates.setter
+    def num_updates(self, value: int) -> None:
+        self._num_updates, self._pending = int(value), None
+
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """``shadow <- decay * shadow + (1 - decay) * weight``; buffers copied. No-op when disabled."""
+    def update(self, model: nn.Module, ok: Tensor | None = None) -> None:
+        """``shadow <- decay * shadow + (1 - decay) * weight``; buffers copied. No-op when disabled.
+
+        ``ok`` (a 0-dim bool tensor) gates the update on the device without reading it: where it is False the
+        shadow and buffers keep their values bit for bit and the update is not counted (a skipped step)."""
         if not self.enabled:
+            return
+        if ok is not None:
+            self._gated_update(unwrap(model), ok)
             return
         base = unwrap(model)
         names, shadows, weights = [], [], []
@@ -71,6 +90,17 @@ class EMA:
         for n, b in base.named_buffers():
             self._get(self.buffers, n).copy_(b)
         self.num_updates += 1
+
+    def _gated_update(self, base: nn.Module, ok: Tensor) -> None:
+        for n, p in base.named_parameters():
+            shadow = self._get(self.shadow, n)
+            new = shadow * self.decay + p.detach().float() * (1.0 - self.decay)  # the same two roundings as update
+            shadow.copy_(torch.where(ok, new, shadow))
+        for n, b in base.named_buffers():
+            saved = self._get(self.buffers, n)
+            saved.copy_(torch.where(ok, b, saved))
+        counted = ok.to(torch.int64)
+        self._pending = counted if self._pending is None else self._pending + counted
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:

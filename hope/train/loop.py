@@ -3,7 +3,20 @@
 
 One optimiser step = `grad_accum_steps` micro-batches (loss divided by that count), then a finite-loss/grad guard
 (torchtitan's habit: skip and count, abort after `max_bad_steps` in a row), global-norm clipping, the step, the
-EMA update. Nested level stepping (architecture.md §3): the slow CMS level's parameters live in their own
+EMA update.
+
+No host synchronisation per step (so a GPU is fed step after step): the loss, the token sums behind accuracy,
+the finiteness flag and the bad-step counters stay on the device, and the host reads them only at log steps
+(`log_interval` and the last step), evaluation steps and when stopping (`_read_window`). The guard's exact
+semantics: a step whose mean loss, global gradient norm or slow-level gradients are not all finite is skipped
+on the device (`_masked_step`: parameters, optimiser state, EMA, slow-level sums and counts keep their values
+bit for bit), counted in `skipped_steps`, and its token sums left out; its loss (non-finite) is still recorded
+in `TrainResult.losses`. When `max_bad_steps` steps in a row are bad, the run raises `HopeError` naming the step
+where the run of bad steps reached the limit, at the next read point: the steps in between run (skipped too
+if non-finite) but nothing of them is saved, since every evaluation and checkpoint is a read point. The one
+per-step host read left: an optimiser whose state is not all device tensors reads the skip flag (the first
+step of each optimiser, which creates its state; M3, whose step count is a Python int). `tests/test_train.py`
+(`test_no_host_read_between_log_steps`) pins this. Nested level stepping (architecture.md §3): the slow CMS level's parameters live in their own
 optimiser that steps only every `update_frequencies.optimizer_step` steps on the average of the gradients of the
 steps in between (kept in an accumulator that the checkpoint carries); the fast levels (SMT, bank, fast CMS) learn
 in context inside `forward`.
@@ -225,7 +238,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, corpus: Corpus | Non
 
     `corpus` overrides `cfg.data` (used by experiments that train on prepared splits); `model` continues training
     a given model (continual learning) instead of building a fresh one; `resume` continues a checkpoint exactly;
-    `on_step(step, record)` is called after every optimiser step. The returned model holds the EMA weights when
+    `on_step(step, record)` is called after every optimiser step with host values only: the metrics-log record
+    at log steps, `{"step", "lr"}` between them (the loss is read at log steps only). The returned model holds the EMA weights when
     `ema_decay > 0`. With `save`, the run writes `cfg.out`, its metrics log and its resolved config
     (`hope.runs.RunFiles`), all checked for writability first; `overwrite=False` refuses (HopeError) when one of
     them already exists and is not the checkpoint being resumed. `tensorboard` also logs the metrics there.
@@ -295,9 +309,10 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | P
 
     progress = _Progress(cfg.steps, run.start_step, run.log)
     result = TrainResult(model=run.model, config=cfg, step=run.start_step, dist=info)
-    window = _Window()
+    window = _Window(sums=torch.zeros(5, dtype=torch.float64, device=device))
+    guard = _BadSteps(device, cfg.max_bad_steps)
     train_start = time.perf_counter()
-    step, stopping, bad_in_row = run.start_step, False, 0
+    step, stopping = run.start_step, False
     if resume is not None:
         progress.message(f"resumed from {resume} at step {run.start_step}")
     progress.message(f"training {cfg.model_type}: {run.model.num_params():,} parameters on {device}, data "
@@ -308,33 +323,26 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | P
             while step < cfg.steps and not stopping:
                 lr = _set_step_lr(run, step)
                 loss, step_sums = _accumulate_gradients(run, step)
-                loss, grad_norm, bad, stopping = _guard(run, loss, stop)
-                if bad:
-                    bad_in_row += 1
-                    result.skipped_steps += 1
-                    progress.message(f"step {step + 1}: non-finite loss/gradient ({loss}, {float(grad_norm)}), "
-                                     "step skipped")
-                    if bad_in_row >= cfg.max_bad_steps:
-                        raise HopeError(f"{bad_in_row} non-finite steps in a row at step {step + 1}: training "
-                                        "diverged (lower lr or surprise_scale, raise error_decay, enable "
-                                        "grad_clip_norm)")
-                else:
-                    bad_in_row = 0
-                    window.sums += step_sums
-                _apply_step(run, step, bad)
+                loss, grad_norm, ok, stopping = _guard(run, loss, stop)
+                guard.record(step + 1, ok)
+                window.sums += torch.where(ok, step_sums, 0.0)
+                _apply_step(run, step, ok)
                 step += 1
                 window.steps += 1
-                result.losses.append(loss)
+                window.losses.append(loss)
                 if run.meta is not None and step % cfg.meta.outer_frequency == 0:
                     _write_record(run, {"step": step, "split": "meta", "tokens": step * run.tokens_per_step,
                                         **run.meta.round(step)})
+                evaluate_now = step % cfg.eval_interval == 0 and step < cfg.steps
                 log_now = step % cfg.log_interval == 0 or step == cfg.steps
-                record = _log_step(run, step, loss, lr, grad_norm, window, result.skipped_steps) if log_now else {
-                    "loss": loss, "lr": lr}
+                if log_now or evaluate_now or stopping:  # the host reads of this window, all at once
+                    _read_window(run, step, window, guard, result, progress)
+                record = _log_step(run, step, lr, grad_norm, window, guard.skipped) if log_now else {
+                    "step": step, "lr": lr}
                 progress.update(step, cfg.steps, record, log_now)
                 if on_step is not None:
                     on_step(step, record)
-                if step % cfg.eval_interval == 0 and step < cfg.steps:
+                if evaluate_now:
                     val = _evaluate(run, step, run.corpus.val)
                     _write_record(run, _eval_record(step, "val", step * run.tokens_per_step, lr, val))
                     progress.message(f"step {step} val loss {val['loss']:.4f}")
@@ -342,6 +350,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | P
                 if not info.enabled:  # a signal during the bookkeeping above still stops after this step
                     stopping = stop.received is not None
             signum = stop.received
+            _read_window(run, step, window, guard, result, progress)  # a signal from the bookkeeping above
     finally:
         progress.close()
     result.train_time_s = time.perf_counter() - train_start
@@ -393,13 +402,14 @@ class _Run:
     meta: Any  # MetaLearner or None
     save: bool
     log: bool
-    slow_count: int = 0  # finite steps summed into slow_grads
+    slow_count: int | torch.Tensor = 0  # finite steps summed into slow_grads (a device tensor once training)
     start_step: int = 0
     saved_rng: dict[str, Any] | None = None
     saved_streams: dict[str, Any] | None = None  # the checkpoint's carried streams (stream.use), read by `_batches`
     run_model: torch.nn.Module | None = None  # set by `_wrap`
     batches: WindowBatches | StreamBatches | None = None  # set by `_batches`
     run_log: MetricsLog | None = None  # rank 0's metrics log (hope.runs), None when not saving
+    control_group: Any = None  # torchrun: the gloo group of the per-step stop flag (None: the default group)
 
     @property
     def slow_params(self) -> list[torch.Tensor]:
@@ -439,10 +449,33 @@ def _setup(cfg: Config, device: torch.device, info: DistInfo, *, corpus: Corpus 
         from hope.train.meta import MetaLearner  # only HOPE has fast state to meta-learn
 
         meta = MetaLearner(model, cfg, corpus, device)
-    return _Run(cfg=cfg, device=device, info=info, corpus=corpus, model=model,
-                optimizer=optimizer, slow_optimizer=slow_optimizer, main_params=[p for _, p in main_named],
-                slow_named=slow_named, slow_grads={n: torch.zeros_like(p) for n, p in slow_named}, scaler=scaler,
-                use_scaler=use_scaler, ema=ema, meta=meta, save=save, log=verbose and info.is_main)
+    control_group = None  # the default group when it is gloo; else a gloo group for the host-side stop flag
+    if info.enabled and dist.get_backend() != "gloo":
+        control_group = dist.new_group(backend="gloo")
+    run = _Run(cfg=cfg, device=device, info=info, corpus=corpus, model=model,
+               optimizer=optimizer, slow_optimizer=slow_optimizer, main_params=[p for _, p in main_named],
+               slow_named=slow_named, slow_grads={n: torch.zeros_like(p) for n, p in slow_named}, scaler=scaler,
+               use_scaler=use_scaler, ema=ema, meta=meta, save=save, log=verbose and info.is_main,
+               control_group=control_group)
+    _device_resident(run)
+    return run
+
+
+def _device_resident(run: _Run) -> None:
+    """On CUDA, AdamW (alone or as the other half of muon/m3) keeps its step counter on the GPU (`capturable`),
+    so that a skipped step can be undone there (`_masked_step`) and bias correction reads no host number."""
+    if run.device.type != "cuda":
+        return
+    for opt in (run.optimizer, run.slow_optimizer):
+        if opt is None:
+            continue
+        for group in opt.param_groups:
+            if "capturable" in group:
+                group["capturable"] = True
+                for p in group["params"]:
+                    state = opt.state.get(p, {})
+                    if isinstance(state.get("step"), torch.Tensor):
+                        state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
 
 
 def _restore(run: _Run, resume: str | Path) -> None:
@@ -459,7 +492,7 @@ def _restore(run: _Run, resume: str | Path) -> None:
             run.slow_optimizer.load_state_dict(ckpt["slow_optimizer"])
             for name, saved in (ckpt.get("slow_grads") or {}).items():
                 run.slow_grads[name].copy_(saved)
-            run.slow_count = int(ckpt.get("slow_count") or 0)
+            run.slow_count = torch.tensor(int(ckpt.get("slow_count") or 0), device=run.device)
         if run.use_scaler and ckpt.get("scaler"):
             run.scaler.load_state_dict(ckpt["scaler"])
         if run.ema.enabled and ckpt.get("ema"):
@@ -470,6 +503,7 @@ def _restore(run: _Run, resume: str | Path) -> None:
         why = " ".join(str(exc).strip().splitlines()[:1])[:200]
         raise CheckpointError(f"{resume}: cannot continue this checkpoint with this config (optimizer_type or "
                               f"update_frequencies.optimizer_step changed?): {why}") from None
+    _device_resident(run)  # a checkpoint's optimiser groups say capturable=False: set it again
     run.start_step = int(ckpt["step"])
     run.saved_rng = ckpt.get("rng")
     run.saved_streams = ckpt.get("stream")
@@ -527,13 +561,15 @@ def _set_step_lr(run: _Run, step: int) -> float:
     return lr
 
 
-def _accumulate_gradients(run: _Run, step: int) -> tuple[float, torch.Tensor]:
-    """Forward and backward `grad_accum_steps` micro-batches (DDP syncs on the last) -> (mean loss, token sums).
+def _accumulate_gradients(run: _Run, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward `grad_accum_steps` micro-batches (DDP syncs on the last) -> (mean loss, token sums),
+    both float64 tensors on the device, not read here.
 
     Each micro-batch starts from the state its slot carries (None: fresh) and hands its new state back, detached
     (`stream.use`; the plain windows carry nothing)."""
     accum, info = run.cfg.grad_accum_steps, run.info
-    loss_sum, step_sums = 0.0, torch.zeros(5, dtype=torch.float64)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
+    step_sums = torch.zeros(5, dtype=torch.float64, device=run.device)
     for micro in range(accum):
         x, y, state = run.batches.take(step, micro)
         x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
@@ -543,61 +579,108 @@ def _accumulate_gradients(run: _Run, step: int) -> tuple[float, torch.Tensor]:
                 logits, loss, state = run.run_model(x, y, state=state)
             run.scaler.scale(loss / accum).backward()  # micro-batches of equal size: mean of means
         run.batches.carry(micro, state)
-        loss_sum += loss.item() / accum
-        step_sums += token_sums(logits.detach(), y).cpu()
+        loss_sum += loss.detach().double() / accum  # what loss.item() / accum summed in Python floats
+        step_sums += token_sums(logits.detach(), y)
     return loss_sum, step_sums
 
 
-def _guard(run: _Run, loss: float, stop: _StopSignal) -> tuple[float, torch.Tensor, bool, bool]:
-    """Unscale and clip the gradients; decide whether the step is non-finite (skip it) and whether to stop.
+def _guard(run: _Run, loss: torch.Tensor, stop: _StopSignal) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    """Unscale and clip the gradients; decide, on the device, whether the step is finite, and whether to stop.
 
-    Returns (loss, grad norm, bad, stopping); under torchrun the loss is the mean over ranks and bad/stopping are
-    any-rank decisions, so every rank takes the same path."""
+    Returns (loss, grad norm, ok, stopping): `ok` is a 0-dim bool tensor (loss, global grad norm and the slow
+    level's gradients all finite) that `_apply_step` applies without reading it; `stopping` is a host bool (the
+    signal flag). Under torchrun the loss is the mean over ranks and `ok` is all ranks' (a device all-reduce,
+    not read); the stop flag is all-reduced over a CPU (gloo) group, so no rank reads a device value for it."""
     run.scaler.unscale_(run.optimizer)
     grad_norm = _grad_norm(run.main_params, run.cfg.grad_clip_norm)
-    slow_ok = all(bool(torch.isfinite(p.grad).all()) for p in run.slow_params if p.grad is not None)
-    bad = not (math.isfinite(loss) and bool(torch.isfinite(grad_norm)) and slow_ok)
+    ok = torch.isfinite(loss) & torch.isfinite(grad_norm.to(run.device))
+    slow_grads = [p.grad for p in run.slow_params if p.grad is not None]
+    if slow_grads:
+        ok = ok & torch.stack([torch.isfinite(g).all() for g in slow_grads]).all()
     stopping = stop.received is not None
     if run.info.enabled:  # every rank must skip, stop and log alike
-        flags = torch.tensor([loss, float(bad), float(stopping)], dtype=torch.float64, device=run.device)
+        flags = torch.stack([loss, (~ok).double()])
         dist.all_reduce(flags)
-        loss = flags[0].item() / run.info.world_size
-        bad, stopping = bad or flags[1].item() > 0, flags[2].item() > 0
-    return loss, grad_norm, bad, stopping
+        loss, ok = flags[0] / run.info.world_size, flags[1] == 0
+        stop_flag = torch.tensor([float(stopping)], dtype=torch.float64)
+        dist.all_reduce(stop_flag, group=run.control_group)
+        stopping = bool(stop_flag[0] > 0)  # a CPU tensor: no device sync
+    return loss, grad_norm, ok, stopping
 
 
-def _apply_step(run: _Run, step: int, bad: bool) -> None:
-    """The optimiser step (unless `bad`), the slow level's gradient sum and its every-N-steps step, the scaler
-    update and the EMA update; gradients are zeroed either way."""
-    if not bad:
-        inv_scale = 1.0 / run.scaler.get_scale() if run.use_scaler else 1.0
-        run.scaler.step(run.optimizer)
+def _apply_step(run: _Run, step: int, ok: torch.Tensor) -> None:
+    """The optimiser step (a no-op where `ok` is False), the slow level's gradient sum and its every-N-steps
+    step, the scaler update and the EMA update; gradients are zeroed either way. Nothing here reads `ok` on the
+    host (see `_masked_step` for the one exception)."""
+    # The GradScaler's own step would read its inf flag on the host; `ok` already covers it (the unscaled main
+    # gradients' norm is finite), and `scaler.update` below still reads the flag `unscale_` recorded, on device.
+    _masked_step(run.optimizer, ok)
+    if run.slow_named:
+        inv_scale = run.scaler._get_scale_async().double().reciprocal() if run.use_scaler else 1.0
         for n, p in run.slow_named:
             if p.grad is not None:
-                run.slow_grads[n].add_(p.grad, alpha=inv_scale)
-        run.slow_count += 1 if run.slow_named else 0
+                run.slow_grads[n].add_(torch.where(ok, p.grad * inv_scale, 0.0).to(p.grad.dtype))
+        run.slow_count = run.slow_count + ok.to(torch.int64)
     run.optimizer.zero_grad(set_to_none=True)
     if run.slow_optimizer is not None:
         run.slow_optimizer.zero_grad(set_to_none=True)
         if (step + 1) % run.cfg.update_frequencies.optimizer_step == 0:
             _step_slow_level(run)
     run.scaler.update()
-    if not bad:
-        run.ema.update(run.model)
+    run.ema.update(run.model, ok)
 
 
 def _step_slow_level(run: _Run) -> None:
-    """The slow CMS level's step: the average of its period's gradients, clipped; then a fresh period."""
-    if run.slow_count > 0:
-        for n, p in run.slow_named:
-            p.grad = run.slow_grads[n] / run.slow_count
-        if run.cfg.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(run.slow_params, run.cfg.grad_clip_norm)
-        run.slow_optimizer.step()
-        run.slow_optimizer.zero_grad(set_to_none=True)
+    """The slow CMS level's step: the average of its period's finite gradients, clipped, skipped (on the device)
+    when the period had none; then a fresh period."""
+    count = torch.as_tensor(run.slow_count, device=run.device)
+    for n, p in run.slow_named:
+        p.grad = run.slow_grads[n] / count.clamp(min=1).to(run.slow_grads[n].dtype)
+    if run.cfg.grad_clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(run.slow_params, run.cfg.grad_clip_norm)
+    _masked_step(run.slow_optimizer, count > 0)
+    run.slow_optimizer.zero_grad(set_to_none=True)
     for buf in run.slow_grads.values():
         buf.zero_()
-    run.slow_count = 0
+    run.slow_count = torch.zeros((), dtype=torch.int64, device=run.device)
+
+
+def _device_state(optimizer: torch.optim.Optimizer, ok: torch.Tensor) -> list[torch.Tensor] | None:
+    """Every tensor `optimizer.step()` will change (parameters with a gradient and their state), or None when
+    the step cannot be undone on the device: state not created yet (the first step creates it), or state held
+    as host numbers or on another device (M3's Python step count; AdamW's CPU step counter on CUDA unless
+    `capturable`, which `_setup` turns on there)."""
+    tensors, states = [], optimizer.state  # one lookup: CombinedOptimizer.state merges its children's anew
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = states.get(p)
+            if not state:
+                return None
+            tensors.append(p)
+            for value in state.values():
+                if not isinstance(value, torch.Tensor) or value.device != ok.device:
+                    return None
+                tensors.append(value)
+    return tensors
+
+
+@torch.no_grad()
+def _masked_step(optimizer: torch.optim.Optimizer, ok: torch.Tensor) -> None:
+    """`optimizer.step()` where `ok`, else nothing, decided without a host read: the step runs on a copy of what
+    it changes and `torch.where(ok, new, old)` keeps one or the other, bit for bit (one extra copy of the
+    parameters and optimiser state per step). Where `_device_state` says the step cannot be undone on the
+    device, `ok` is read on the host instead (a sync: the first step of a run, and every step of M3)."""
+    tensors = _device_state(optimizer, ok)
+    if tensors is None:
+        if bool(ok):
+            optimizer.step()
+        return
+    saved = [t.clone() for t in tensors]
+    optimizer.step()
+    for t, old in zip(tensors, saved):
+        t.copy_(torch.where(ok, t, old))
 
 
 # ----------------------------------------------------------------------------- logging, evaluation, checkpoint
@@ -605,21 +688,71 @@ def _step_slow_level(run: _Run) -> None:
 
 @dataclass
 class _Window:
-    """Token sums and throughput since the last log record."""
+    """What accumulates on the device between host reads (`_read_window`): the finite steps' token sums and
+    every step's loss; plus throughput since the last log record. `loss` is the last read step loss."""
 
     sums: torch.Tensor = field(default_factory=lambda: torch.zeros(5, dtype=torch.float64))
     start: float = field(default_factory=time.perf_counter)
     steps: int = 0
+    losses: list[torch.Tensor] = field(default_factory=list)  # 0-dim device tensors, one per step, not yet read
+    loss: float = float("nan")
 
 
-def _log_step(run: _Run, step: int, loss: float, lr: float, grad_norm: torch.Tensor, window: _Window,
+class _BadSteps:
+    """The non-finite-step guard, kept on the device: per step `record(step, ok)` updates the skipped count, the
+    current run of bad steps and the first step at which that run reached `max_bad_steps`, all without a read;
+    `check()` (at host-read points) reads them and raises when the limit was reached."""
+
+    def __init__(self, device: torch.device, max_bad_steps: int) -> None:
+        self.max_bad_steps = max_bad_steps
+        self._skipped = torch.zeros((), dtype=torch.int64, device=device)
+        self._in_row = torch.zeros((), dtype=torch.int64, device=device)
+        self._abort_at = torch.zeros((), dtype=torch.int64, device=device)  # 0: not reached
+        self.skipped = 0  # host copy, as of the last check
+        self.reported = 0  # skipped steps already announced
+
+    def record(self, step: int, ok: torch.Tensor) -> None:
+        bad = (~ok).to(torch.int64)
+        self._skipped += bad
+        self._in_row = (self._in_row + 1) * bad
+        reached = (self._in_row >= self.max_bad_steps) & (self._abort_at == 0)
+        self._abort_at = torch.where(reached, step, self._abort_at)
+
+    def check(self) -> None:
+        self.skipped, abort_at = (int(x) for x in torch.stack([self._skipped, self._abort_at]).tolist())
+        if abort_at:
+            raise HopeError(f"{self.max_bad_steps} non-finite steps in a row at step {abort_at}: training diverged "
+                            "(lower lr or surprise_scale, raise error_decay, enable grad_clip_norm)")
+
+
+def _read_window(run: _Run, step: int, window: _Window, guard: _BadSteps, result: TrainResult,
+                 progress: _Progress) -> None:
+    """The host reads, done only at log, evaluation and stop steps: the guard (raises after `max_bad_steps` bad
+    steps in a row), then the window's step losses into `result.losses`."""
+    guard.check()
+    if guard.skipped > guard.reported:
+        progress.message(f"step {step}: {guard.skipped - guard.reported} non-finite step(s) skipped since the last "
+                         f"log ({guard.skipped} in all)")
+        guard.reported = guard.skipped
+    if window.losses:
+        losses = torch.stack(window.losses).tolist()
+        result.losses += losses
+        window.loss = losses[-1]
+        window.losses.clear()
+    result.skipped_steps = guard.skipped
+
+
+def _log_step(run: _Run, step: int, lr: float, grad_norm: torch.Tensor, window: _Window,
               skipped_steps: int) -> dict:
-    """The metrics-log record of a log step (written here), with the window's accuracy and throughput."""
+    """The metrics-log record of a log step (written here; after `_read_window`), with the step's loss and the
+    window's accuracy and throughput."""
     cfg = run.cfg
-    elapsed = max(time.perf_counter() - window.start, 1e-9)
+    loss = window.loss
     stats = summarize(window.sums, cfg.metrics.track_ppl, cfg.metrics.track_accuracy)
+    grad_norm = float(grad_norm)
+    elapsed = max(time.perf_counter() - window.start, 1e-9)  # after the reads: the device work is done
     record = {"step": step, "split": "train", "tokens": step * run.tokens_per_step, "lr": lr, "loss": loss,
-              "grad_norm": float(grad_norm), "tokens_per_s": window.steps * run.tokens_per_step / elapsed}
+              "grad_norm": grad_norm, "tokens_per_s": window.steps * run.tokens_per_step / elapsed}
     if cfg.metrics.track_ppl:
         record["ppl"] = math.exp(min(loss, 50.0)) if math.isfinite(loss) else float("nan")
     if cfg.metrics.track_accuracy:
@@ -665,7 +798,7 @@ def _checkpoint(run: _Run, step: int) -> Path | None:
     payload = {"model_type": cfg.model_type, "config": config_to_dict(cfg), "model": model_state(model),
                "ema": run.ema.state_dict() if run.ema.enabled else None, "optimizer": run.optimizer.state_dict(),
                "slow_optimizer": run.slow_optimizer.state_dict() if has_slow else None,
-               "slow_grads": dict(run.slow_grads) if has_slow else None, "slow_count": run.slow_count,
+               "slow_grads": dict(run.slow_grads) if has_slow else None, "slow_count": int(run.slow_count),
                "scaler": run.scaler.state_dict() if run.use_scaler else None, "step": step, "rng": _rng_state(),
                "meta": run.meta.state_dict() if run.meta is not None else None, "stream": streams,
                "params": model.num_params()}
