@@ -274,3 +274,21 @@ def test_track_long_mqar_bad_input_is_one_line(ckpt: Path, tmp_path: Path, capsy
     rc = track_long.main(["--ckpt", str(ckpt), "--task", "mqar", "--gaps", "-4", "--device", "cpu",
                           "--out", str(tmp_path / "x.csv")])
     assert rc == 2 and "\n" not in capsys.readouterr().err.strip()
+
+
+def test_training_on_mqar_rows_answers_only(tmp_path: Path) -> None:
+    """configs/mqar.yaml, shrunk: the loss is the answers' loss (at init, about ln 256: every byte equally likely,
+    not the mean over 128 bytes of mostly filler), finite, and the run writes a checkpoint the eval reads."""
+    from hope.data.corpus import Corpus
+    from hope.train.loop import train
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs" / "mqar.yaml", [dict(dim=32, depth=1, num_heads=2, seq_len=64, max_len=64,
+                                                            recall_pairs=4, recall_gap_max=32, steps=3, batch_size=4,
+                                                            warmup_steps=1, device="cpu", eval_batches=1,
+                                                            out=str(tmp_path / "m.pt"))])
+    data = synthetic_corpus(6000, seed=1)
+    result = train(cfg, corpus=Corpus.from_bytes(data, "synthetic"), verbose=False)
+    assert len(result.losses) == 3 and all(abs(loss - 5.545) < 0.3 for loss in result.losses)
+    out = mqar_accuracy(result.model, 4, 100, trials=2, device="cpu")
+    assert out["repeat"] == 0.25
