@@ -120,5 +120,6 @@ def training_targets(tokens: torch.Tensor, answers: torch.Tensor, answers_only: 
     return y
 
 
-__all__ = ["IGNORE", "MQARSpec", "training_targets", "KEYS", "VALUES", "FILLER", "MAX_PAIRS", "MQARRow", "chance_level", "repeat_level", "row_length",
+__all__ = ["IGNORE", "MQARSpec", "training_targets", "KEYS", "VALUES", "FILLER", "MAX_PAIRS", "MQARRow",
+           "chance_level", "repeat_level", "row_length",
            "check_pairs", "make_row", "training_row", "filler"]

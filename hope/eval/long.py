@@ -306,5 +306,6 @@ def checkpoint_filler(cfg: Config, data: str | Path | None) -> torch.Tensor:
     return recall_filler(source, seed=cfg.seed)
 
 
-__all__ = ["recall_prob", "mqar_accuracy", "answer_logprobs", "TASKS", "recall_filler", "value_logprobs", "parse_gaps", "split_paths", "track_long",
+__all__ = ["recall_prob", "mqar_accuracy", "answer_logprobs", "TASKS", "recall_filler", "value_logprobs", "parse_gaps",
+           "split_paths", "track_long",
            "checkpoint_filler", "window_note", "write_distance"]
