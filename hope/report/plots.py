@@ -316,11 +316,12 @@ def plot_recall_curve(csv_path: PathLike, out_png: PathLike) -> Path:
     ax.set_yscale("log")
     lowest = min([floor * 10] + [float(r[key]) for r in rows if r[key] > 0] + chance)
     ax.set_ylim(max(floor, lowest / 3), 1.6)
+    scale = "log2 scale, linear below 1" if all_gaps[0] <= 0 else "log2 scale"
     if is_mqar:
-        ax.set_xlabel("filler gap between the pairs and the queries (bytes, log2 scale)")
+        ax.set_xlabel(f"filler gap between the pairs and the queries (bytes, {scale})")
         ax.set_ylabel("MQAR accuracy, top-1 at the answers (log scale)")
     else:
-        ax.set_xlabel("gap between stored fact and query (bytes, log2 scale)")
+        ax.set_xlabel(f"gap between stored fact and query (bytes, {scale})")
         ax.set_ylabel("recall probability (log scale)")
     trials = sorted({int(r["trials"]) for r in rows})
     unit = "rows" if is_mqar else "trials"
