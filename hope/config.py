@@ -28,6 +28,8 @@ CMS_KINDS = ("chain", "mlp")
 CMS_OBJECTIVES = ("surrogate", "task")
 BANK_INPUTS = ("block", "context")
 MEMORY_KINDS = ("linear", "mlp")
+RECALL_TASKS = ("episodes", "mqar")
+LOSS_ON = ("all", "answers")
 # Keys that existed once and were removed, with the reason a user reads when an old config still sets them.
 REMOVED_KEYS = {
     "memory_momentum": "memory_momentum was removed: the memory's write is now the exact delta rule, which has no "
@@ -138,6 +140,11 @@ class Config:
     prefetch_factor: int = 2
     recall_fraction: float = 0.0
     recall_episodes: int = 1
+    recall_task: str = "episodes"
+    recall_pairs: int = 8
+    recall_gap_min: int = 0
+    recall_gap_max: int = 64
+    loss_on: str = "all"
     stream: Stream = field(default_factory=Stream)
     seed: int = 1337
     log_interval: int = 10
@@ -388,6 +395,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"recall_fraction must be in [0, 1], got {cfg.recall_fraction}")
     if cfg.recall_episodes < 1:
         raise ConfigError(f"recall_episodes must be >= 1, got {cfg.recall_episodes}")
+    _validate_mqar(cfg)
     positive("stream.bptt_segments", cfg.stream.bptt_segments)
     if cfg.stream.use and cfg.stream.reset_bytes < cfg.stream.bptt_segments * cfg.seq_len:
         raise ConfigError(f"stream.reset_bytes ({cfg.stream.reset_bytes}) must be >= stream.bptt_segments * seq_len "
@@ -407,3 +415,32 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"warmup_steps must be >= 0, got {cfg.warmup_steps}")
     if not (cfg.device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", cfg.device)):
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{cfg.device}'")
+
+
+def _validate_mqar(cfg: Config) -> None:
+    """recall_task / recall_pairs / recall_gap_min / recall_gap_max / loss_on."""
+    from hope.data.mqar import MAX_PAIRS, row_length
+
+    if cfg.recall_task not in RECALL_TASKS:
+        raise ConfigError(f"recall_task must be one of {', '.join(RECALL_TASKS)}, got '{cfg.recall_task}'")
+    if cfg.loss_on not in LOSS_ON:
+        raise ConfigError(f"loss_on must be one of {', '.join(LOSS_ON)}, got '{cfg.loss_on}'")
+    if not 1 <= cfg.recall_pairs <= MAX_PAIRS:
+        raise ConfigError(f"recall_pairs must be between 1 and {MAX_PAIRS} (the MQAR key and value ranges hold "
+                          f"{MAX_PAIRS} bytes each), got {cfg.recall_pairs}")
+    if not 0 <= cfg.recall_gap_min <= cfg.recall_gap_max:
+        raise ConfigError(f"recall_gap_min and recall_gap_max must satisfy 0 <= min <= max, got "
+                          f"{cfg.recall_gap_min} and {cfg.recall_gap_max}")
+    if cfg.loss_on == "answers" and (cfg.recall_task != "mqar" or cfg.recall_fraction == 0):
+        raise ConfigError("loss_on: answers restricts the loss of MQAR rows to their answers; it needs "
+                          f"recall_task: mqar and recall_fraction > 0 (got {cfg.recall_task}, {cfg.recall_fraction})")
+    if cfg.recall_task != "mqar" or cfg.recall_fraction == 0:
+        return
+    if cfg.stream.use:
+        raise ConfigError("recall_task: mqar is not supported with stream.use (MQAR rows are seq_len + 1 bytes and "
+                          "long streams would need answers per piece); use stream.use: false")
+    need = row_length(cfg.recall_pairs, cfg.recall_gap_max)
+    if need > cfg.seq_len + 1:
+        raise ConfigError(f"an MQAR row of recall_pairs={cfg.recall_pairs} and a gap of recall_gap_max="
+                          f"{cfg.recall_gap_max} needs {need} bytes (4 * pairs + gap), more than seq_len + 1 = "
+                          f"{cfg.seq_len + 1}")

@@ -126,3 +126,25 @@ def test_compare_and_heatmap_captions(tmp_path, figures):
     plots.plot_forgetting_heatmap(tmp_path / "c.json", tmp_path / "forgetting_heatmap.png")
     text = caption(figures["forgetting_heatmap.png"])
     assert "data: a.txt, b.txt" in text and "50 steps per stage" in text
+
+
+def test_recall_curve_draws_mqar_accuracy_with_chance_and_repeat_levels(tmp_path, figures):
+    from hope.cli.track_long import MQAR_COLUMNS
+
+    rows = [{"gap": gap, "accuracy": acc, "value_prob": acc / 2, "chance": 1 / 64, "repeat": 1 / pairs,
+             "pairs": pairs, "trials": 64, "model_type": model, "checkpoint": f"{model}.pt", "step": 300,
+             "data": "mqar random bytes"}
+            for model in ("hope", "baseline") for pairs in (8, 16)
+            for gap, acc in zip((0, 32, 256), (0.5, 0.3, 0.0))]
+    write_csv(tmp_path / "mqar.csv", rows, MQAR_COLUMNS)
+    plots.plot_recall_curve(tmp_path / "mqar.csv", tmp_path / "recall_curve.png")
+    ax = figures["recall_curve.png"].axes[0]
+    assert ax.get_yscale() == "log" and ax.get_xscale() == "symlog"  # gap 0 on the axis
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert "chance (0.0156)" in lines
+    assert list(lines["repeat-last-value level (1/P, P = 8 pairs per row)"].get_ydata()) == [0.125, 0.125]
+    assert lines["repeat-last-value level (1/P, P = 16 pairs per row)"].get_ydata()[0] == 0.0625
+    assert list(lines["HOPE, P = 8"].get_xdata()) == [0, 32, 256]
+    assert list(lines["Baseline, P = 16"].get_ydata())[:2] == [0.5, 0.3]
+    assert "MQAR accuracy" in ax.get_ylabel()
+    assert ax.get_ylim()[0] < 1 / 64 and ax.get_ylim()[1] >= 1.0

@@ -3,11 +3,17 @@
 Run as:
     hope-eval-long --gap 2048                                   # hope_checkpoint.pt, 64 episodes
     hope-eval-long --ckpt reports/baseline_checkpoint.pt --gap 512 --samples 128 --data data/tiny_shakespeare.txt
+    hope-eval-long --task mqar --pairs 8 --gap 1024             # key lookup: {accuracy, value_prob, chance, repeat}
 
 Each episode writes a key/value pair, then `gap` bytes of filler text (validation split of --data, else of the
 checkpoint's data, else the synthetic corpus), then asks for the key; recall_prob is the mean probability the
 model gives the value, chance what a model that remembers nothing gets. The baseline cannot see past its
 max_len window, so at gaps beyond it its recall falls to chance (a note says so).
+
+`--task mqar` scores multi-query associative recall instead (hope.data.mqar): --pairs key/value pairs, a gap of
+random filler bytes, then every key again in a shuffled order. It prints accuracy (top-1 over a row's answers,
+averaged over rows), value_prob (mean p(value)), chance (1/64) and repeat (1/P, what repeating the last value
+written scores) on one line, so a copy cannot pass for a lookup.
 """
 
 from __future__ import annotations
@@ -22,8 +28,11 @@ from hope.cli.args import add_samples_arg, new_parser, run
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser("hope-eval-long", "Recall probability at one gap.")
     parser.add_argument("--gap", type=int, required=True, help="filler bytes between the write and the query")
+    parser.add_argument("--task", choices=("episodes", "mqar"), default="episodes",
+                        help="episodes: one key/value episode (recall_prob); mqar: multi-query key lookup (accuracy)")
+    parser.add_argument("--pairs", type=int, default=8, help="--task mqar: key/value pairs per row (1-64)")
     parser.add_argument("--ckpt", default="hope_checkpoint.pt", help="checkpoint path")
-    add_samples_arg(parser, 64, "recall episodes", "--trials")
+    add_samples_arg(parser, 64, "recall episodes (MQAR rows)", "--trials")
     parser.add_argument("--seed", type=int, default=0, help="episode seed (same seed = same episodes)")
     parser.add_argument("--data", help="filler text (default: the checkpoint's data, else the synthetic corpus)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -44,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(line, file=sys.stderr)
 
         (row,) = track_long([args.ckpt], [args.gap], args.samples, args.seed, args.data, args.device,
-                            args.batch_size, log=notes_only, memory_capacity=args.memory_capacity)
-        print(json.dumps({k: row[k] for k in ("recall_prob", "chance", "trials", "gap", "model_type")}))
+                            args.batch_size, log=notes_only, memory_capacity=args.memory_capacity, task=args.task,
+                            pairs=args.pairs)
+        keys = (("accuracy", "value_prob", "chance", "repeat", "pairs") if args.task == "mqar" else
+                ("recall_prob", "chance"))
+        print(json.dumps({k: row[k] for k in (*keys, "trials", "gap", "model_type")}))
         return 0
 
     return run(body)

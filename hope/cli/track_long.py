@@ -4,12 +4,17 @@ Run as:
     hope-track-long --ckpt hope_checkpoint.pt --device cuda:0 --gaps 256,512,1024,2048
     hope-track-long --ckpt reports/hope_checkpoint.pt,reports/baseline_checkpoint.pt --gaps 256,512,1024,2048 \
         --data data/tiny_shakespeare.txt --out reports/long_context.csv
+    hope-track-long --task mqar --pairs 16 --ckpt hope_checkpoint.pt --gaps 0,32,128,512 --out reports/mqar.csv
 
 Writes --out (default reports/long_context.csv) with header gap,recall_prob,chance,trials,model_type,checkpoint,
 step,data;
 several comma-separated checkpoints go into one CSV so HOPE and the baseline can be compared on the same
 episodes. Gaps may exceed max_len: the models stream the episode segment by segment (the baseline slides its
 window, so it cannot recall beyond it).
+
+`--task mqar` sweeps multi-query associative recall (hope.data.mqar) instead; the header is then
+gap,accuracy,value_prob,chance,repeat,pairs,trials,model_type,checkpoint,step,data, accuracy being the top-1
+accuracy over a row's answers averaged over rows, chance 1/64 and repeat 1/P (repeating the last value written).
 """
 
 from __future__ import annotations
@@ -20,13 +25,18 @@ import sys
 from hope.cli.args import add_samples_arg, new_parser, run
 
 COLUMNS = ("gap", "recall_prob", "chance", "trials", "model_type", "checkpoint", "step", "data")
+MQAR_COLUMNS = ("gap", "accuracy", "value_prob", "chance", "repeat", "pairs", "trials", "model_type", "checkpoint",
+                "step", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser("hope-track-long", "Recall probability over a sweep of gaps.")
     parser.add_argument("--ckpt", default="hope_checkpoint.pt", help="checkpoint path(s), comma-separated")
     parser.add_argument("--gaps", default="256,512,1024,2048", help="comma-separated gaps in bytes")
-    add_samples_arg(parser, 64, "recall episodes per gap", "--trials")
+    parser.add_argument("--task", choices=("episodes", "mqar"), default="episodes",
+                        help="episodes: one key/value episode (recall_prob); mqar: multi-query key lookup (accuracy)")
+    parser.add_argument("--pairs", type=int, default=8, help="--task mqar: key/value pairs per row (1-64)")
+    add_samples_arg(parser, 64, "recall episodes (MQAR rows) per gap", "--trials")
     parser.add_argument("--seed", type=int, default=0, help="episode seed (same seed = same episodes)")
     parser.add_argument("--data", help="filler text (default: each checkpoint's data, else the synthetic corpus)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -49,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         gaps = parse_gaps(args.gaps)
         check_writable([args.out])  # before minutes of evaluation, not after
         rows = track_long(split_paths(args.ckpt), gaps, args.samples, args.seed, args.data, args.device,
-                          args.batch_size, memory_capacity=args.memory_capacity)
-        path = write_csv(args.out, rows, COLUMNS)
+                          args.batch_size, memory_capacity=args.memory_capacity, task=args.task, pairs=args.pairs)
+        path = write_csv(args.out, rows, MQAR_COLUMNS if args.task == "mqar" else COLUMNS)
         print(f"wrote {path}")
         return 0
 

@@ -16,15 +16,21 @@ from hope.runtime import autocast
 TOPK = (1, 5, 10)
 
 
+IGNORE = -100  # a target that counts nowhere (F.cross_entropy's default ignore_index; `loss_on: answers`)
+
+
 def token_sums(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-batch sums [nll, top1, top5, top10, count] (float64, shape (5,)) from logits (B, T, V), targets (B, T)."""
+    """Per-batch sums [nll, top1, top5, top10, count] (float64, shape (5,)) from logits (B, T, V), targets (B, T).
+
+    Targets equal to IGNORE count in none of the sums (nor in the count), so the means are over scored bytes."""
     logits = logits.float().reshape(-1, logits.shape[-1])
     targets = targets.reshape(-1)
-    nll = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
-    top = logits.topk(max(TOPK), dim=-1).indices  # (N, 10)
-    hits = top == targets[:, None]  # (N, 10)
+    scored = targets != IGNORE  # (N,)
+    nll = torch.nn.functional.cross_entropy(logits, targets, reduction="sum", ignore_index=IGNORE)
+    top = logits.topk(max(TOPK), dim=-1).indices  # (N, 10); an ignored target (-100) never matches a byte
+    hits = (top == targets[:, None]) & scored[:, None]  # (N, 10)
     counts = [hits[:, :k].any(-1).sum() for k in TOPK]
-    return torch.stack([nll.double(), *[c.double() for c in counts], torch.tensor(float(targets.numel()), dtype=torch.float64, device=nll.device)])
+    return torch.stack([nll.double(), *[c.double() for c in counts], scored.sum().double()])
 
 
 def summarize(sums: torch.Tensor, track_ppl: bool = True, track_accuracy: bool = True) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""Long-context recall: p(VALUE | everything before it) in synthetic key/value episodes (`hope.data.recall`).
+"""Long-context recall: p(VALUE | everything before it) in synthetic key/value episodes (`hope.data.recall`),
+and key lookup: MQAR accuracy at the answers of multi-query rows (`hope.data.mqar`, `task="mqar"`).
 
     ... \x01 KEY \x02 VALUE \x03 <gap bytes of filler> \x01 KEY \x02 VALUE
                                                                   ^^^^^ scored
@@ -12,6 +13,12 @@ state carried (HOPE carries its memories; the baseline slides its `max_len` atte
 cannot see the write any more and should fall to chance: that is the comparison, not a defect to hide).
 We feed the stream in pieces of whole segments ourselves and keep only the log-probabilities at the value
 positions, so memory does not grow with the gap (a gap of 1M bytes holds no (T, 256) logits tensor).
+
+MQAR (`mqar_accuracy`): P pairs, a gap of random filler bytes, the P keys again in a shuffled order. Per row, the
+accuracy is the fraction of its P answers whose top-1 byte (over all 256) is the value; `accuracy` averages it
+over rows, `value_prob` is the mean p(value) over all answers. Reported beside them: `chance` = 1/64 (a model
+that knows which bytes are values) and `repeat` = 1/P (one that repeats the last value written), so a copy
+cannot pass for a lookup.
 """
 
 from __future__ import annotations
@@ -26,11 +33,13 @@ import torch
 
 from hope.data.corpus import load_corpus
 from hope.config import Config
+from hope.data import mqar
 from hope.data.recall import VALUE_LEN, chance_level, episode_overhead, make_episode
 from hope.errors import HopeError
 from hope.runtime import autocast
 
 PIECE_TOKENS = 2048  # bytes fed per model call (rounded to whole segments); bounds the logits held at once
+TASKS = ("episodes", "mqar")
 
 
 def recall_filler(data: str | Path | None, seed: int = 0) -> torch.Tensor:
@@ -111,6 +120,79 @@ def recall_prob(model: torch.nn.Module, gap: int, trials: int = 64, seed: int = 
     return {"recall_prob": p, "chance": chance_level(value_len), "trials": trials, "gap": gap}
 
 
+@torch.no_grad()
+def answer_logprobs(model: torch.nn.Module, tokens: torch.Tensor, answers: torch.Tensor, amp: bool = False,
+                    amp_dtype: str = "bf16") -> torch.Tensor:
+    """log p(. | earlier bytes) at the answer indices, streaming with carried state.
+
+    tokens (B, L) int64 on the model's device, answers (P,) indices into L shared by the rows (each > 0);
+    returns (B, P, 256) float32: the distribution the model gives each answer byte.
+    """
+    inputs = tokens[:, :-1]  # position t predicts tokens[:, t + 1]
+    wanted = answers.tolist()
+    where = {a - 1: i for i, a in enumerate(wanted)}  # input position -> answer number
+    piece = _piece_len(model)
+    out = torch.zeros(tokens.shape[0], len(wanted), 256, dtype=torch.float32, device=tokens.device)
+    state = None
+    stop = max(wanted)  # nothing after the last answer is needed
+    for start in range(0, stop, piece):
+        end = min(start + piece, stop)
+        with autocast(tokens.device, amp, amp_dtype):
+            logits, _, state = model(inputs[:, start:end], state=state)  # (B, T_piece, 256)
+        here = [(t, i) for t, i in where.items() if start <= t < end]
+        if here:
+            pos = torch.tensor([t - start for t, _ in here], device=tokens.device)
+            idx = torch.tensor([i for _, i in here], device=tokens.device)
+            out[:, idx] = torch.log_softmax(logits[:, pos].float(), dim=-1)  # (B, n_here, 256)
+    return out
+
+
+@torch.no_grad()
+def mqar_accuracy(model: torch.nn.Module, pairs: int, gap: int, trials: int = 64, seed: int = 0,
+                  device: torch.device | str | None = None, batch_size: int = 16, amp: bool = False,
+                  amp_dtype: str = "bf16") -> dict[str, float | int]:
+    """MQAR accuracy over `trials` rows of `pairs` pairs and a `gap`-byte filler gap.
+
+    Row i is `hope.data.mqar.make_row(random.Random(seed + i), pairs, gap)`, so two models given the same seed see
+    the same rows. Returns {accuracy, value_prob, chance, repeat, pairs, trials, gap}: accuracy is the top-1
+    accuracy over a row's answers averaged over rows, value_prob the mean p(value) over all answers.
+    """
+    try:
+        mqar.check_pairs(pairs)
+    except ValueError as exc:
+        raise HopeError(str(exc)) from None
+    if gap < 0:
+        raise HopeError(f"gap must be >= 0, got {gap}")
+    if trials <= 0 or batch_size <= 0:
+        raise HopeError(f"trials and batch_size must be > 0, got {trials} and {batch_size}")
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    rows = [mqar.make_row(random.Random(seed + i), pairs, gap) for i in range(trials)]
+    answers = rows[0].answers  # every row of one (pairs, gap) has the same layout
+    was_training = model.training
+    model.eval()
+    acc = torch.zeros(trials, dtype=torch.float64)
+    prob = torch.zeros(trials, dtype=torch.float64)
+    try:
+        for b in range(0, trials, batch_size):
+            batch = rows[b:b + batch_size]
+            tokens = torch.stack([r.tokens for r in batch]).to(device)  # (B, L)
+            logp = answer_logprobs(model, tokens, answers, amp, amp_dtype)  # (B, P, 256)
+            target = tokens[:, answers.to(device)]  # (B, P)
+            hit = logp.argmax(-1) == target  # (B, P)
+            p = logp.gather(-1, target[..., None])[..., 0].exp()  # (B, P)
+            acc[b:b + len(batch)] = hit.double().mean(1).cpu()
+            prob[b:b + len(batch)] = p.double().mean(1).cpu()
+    finally:
+        model.train(was_training)
+    value_prob = float(prob.mean())
+    if not math.isfinite(value_prob):
+        raise HopeError(f"MQAR p(value) at gap {gap} is not finite (the model produced NaN/inf logits)")
+    return {"accuracy": float(acc.mean()), "value_prob": value_prob, "chance": mqar.chance_level(),
+            "repeat": mqar.repeat_level(pairs), "pairs": pairs, "trials": trials, "gap": gap}
+
+
 def parse_gaps(text: str) -> list[int]:
     """'256,512,1024' -> [256, 512, 1024] (non-negative integers), else HopeError."""
     parts = [p.strip() for p in str(text).split(",") if p.strip()]
@@ -133,12 +215,15 @@ def split_paths(text: str) -> list[str]:
     return paths
 
 
-def write_distance(gap: int) -> int:
-    """Bytes from the start of the write to the position that predicts the first value byte of the query."""
+def write_distance(gap: int, task: str = "episodes") -> int:
+    """Bytes from the start of the write to the position that predicts the first value byte of the query (MQAR:
+    from the last written pair, the nearest one)."""
+    if task == "mqar":
+        return gap + 2
     return gap + episode_overhead() - VALUE_LEN - 1
 
 
-def window_note(cfg: Config, gap: int) -> str | None:
+def window_note(cfg: Config, gap: int, task: str = "episodes") -> str | None:
     """A line saying when the write lies beyond the baseline's attention window, or None.
 
     Each baseline layer attends to the last `max_len` positions (the current one included), so a stack of `depth`
@@ -147,7 +232,7 @@ def window_note(cfg: Config, gap: int) -> str | None:
     """
     if cfg.model_type != "baseline":
         return None
-    distance = write_distance(gap)
+    distance = write_distance(gap, task)
     reach = cfg.depth * (cfg.max_len - 1)
     if distance < cfg.max_len:
         return None
@@ -155,37 +240,59 @@ def window_note(cfg: Config, gap: int) -> str | None:
              "recall it" if distance > reach else
              f"outside its max_len={cfg.max_len} attention window; only relaying through its {cfg.depth} layers can "
              "reach it")
-    return f"note: baseline, gap {gap}: the write starts {distance} bytes before the queried value, {where}"
+    what = "the last written pair starts" if task == "mqar" else "the write starts"
+    return f"note: baseline, gap {gap}: {what} {distance} bytes before the queried value, {where}"
 
 
 def track_long(checkpoints: list[str], gaps: list[int], trials: int = 64, seed: int = 0, data: str | None = None,
                device: str = "auto", batch_size: int = 16, amp: bool = False, amp_dtype: str = "bf16",
-               log: Callable[[str], None] = print, memory_capacity: int | None = None) -> list[dict]:
-    """Rows {gap, recall_prob, chance, trials, model_type, checkpoint, step, data} for every checkpoint and gap
-    (step: the checkpoint's training step; data: where the filler came from).
+               log: Callable[[str], None] = print, memory_capacity: int | None = None, task: str = "episodes",
+               pairs: int = 8) -> list[dict]:
+    """Rows for every checkpoint and gap, with model_type, checkpoint, step (the checkpoint's training step) and
+    data (where the filler came from): `task="episodes"` adds {gap, recall_prob, chance, trials},
+    `task="mqar"` {gap, accuracy, value_prob, chance, repeat, pairs, trials} (`mqar_accuracy`, `pairs` pairs).
 
-    The filler is the validation split of `data`, else of each checkpoint's training data, else the synthetic
-    corpus; the same seed gives every checkpoint the same episodes when they share the filler.
-    `memory_capacity` evaluates HOPE with another episodic-bank size than it trained with (the bank's size is
-    state, not parameters): it tells eviction apart from forgetting when recall drops with the gap.
+    Episodes: the filler is the validation split of `data`, else of each checkpoint's training data, else the
+    synthetic corpus; the same seed gives every checkpoint the same episodes when they share the filler. MQAR
+    rows fill their gaps with random bytes of their own range (`data` must be None), so every checkpoint sees the
+    same rows. `memory_capacity` evaluates HOPE with another episodic-bank size than it trained with (the bank's
+    size is state, not parameters): it tells eviction apart from forgetting when recall drops with the gap.
     """
     from hope.checkpoint import load_model
     from hope.runtime import resolve_device
 
+    if task not in TASKS:
+        raise HopeError(f"task must be one of {', '.join(TASKS)}, got '{task}'")
+    if task == "mqar":
+        if data:
+            raise HopeError("--data is the episodes' filler text; MQAR rows fill their gaps with random bytes "
+                            "(drop --data or use --task episodes)")
+        try:
+            mqar.check_pairs(pairs)
+        except ValueError as exc:
+            raise HopeError(str(exc)) from None
+    if any(g < 0 for g in gaps):
+        raise HopeError(f"gaps must be >= 0, got {gaps}")
     dev = resolve_device(device)
     rows = []
     for path in checkpoints:
         sizes = {"memory_capacity": memory_capacity} if memory_capacity is not None else None
         model, cfg, ckpt = load_model(path, dev, state_sizes=sizes)
-        filler = checkpoint_filler(cfg, data)
-        source = str(data or cfg.data or "synthetic")
+        filler = checkpoint_filler(cfg, data) if task == "episodes" else None
+        source = str(data or cfg.data or "synthetic") if task == "episodes" else "mqar random bytes"
         for gap in gaps:
-            note = window_note(cfg, gap)
+            note = window_note(cfg, gap, task)
             if note:
                 log(note)
+            where = {"model_type": cfg.model_type, "checkpoint": str(path), "step": ckpt.get("step"), "data": source}
+            if task == "mqar":
+                res = mqar_accuracy(model, pairs, gap, trials, seed, dev, batch_size, amp, amp_dtype)
+                rows.append({**res, **where})
+                log(f"{cfg.model_type} {path} gap {gap} pairs {pairs}: accuracy {res['accuracy']:.4g}, p(value) "
+                    f"{res['value_prob']:.4g} (chance {res['chance']:.4g}, repeat-last-value {res['repeat']:.4g})")
+                continue
             res = recall_prob(model, gap, trials, seed, filler, dev, batch_size, amp, amp_dtype)
-            rows.append({**res, "model_type": cfg.model_type, "checkpoint": str(path), "step": ckpt.get("step"),
-                         "data": source})
+            rows.append({**res, **where})
             log(f"{cfg.model_type} {path} gap {gap}: recall_prob {res['recall_prob']:.4g} (chance {res['chance']:.4g})")
         del model
     return rows
@@ -199,5 +306,6 @@ def checkpoint_filler(cfg: Config, data: str | Path | None) -> torch.Tensor:
     return recall_filler(source, seed=cfg.seed)
 
 
-__all__ = ["recall_prob", "recall_filler", "value_logprobs", "parse_gaps", "split_paths", "track_long",
+__all__ = ["recall_prob", "mqar_accuracy", "answer_logprobs", "TASKS", "recall_filler", "value_logprobs", "parse_gaps",
+           "split_paths", "track_long",
            "checkpoint_filler", "window_note", "write_distance"]

@@ -161,7 +161,8 @@ class LanguageModel(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, state: LMState | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None, LMState]:
-        """idx (B, T) int64 bytes; targets (B, T) or None; returns logits (B, T, 256), mean loss, new state."""
+        """idx (B, T) int64 bytes; targets (B, T) or None (-100: not scored); returns logits (B, T, 256), mean loss
+        over the scored targets, new state."""
         if state is None:
             state = self.init_state(idx.shape[0], idx.device)
         if self.cfg.cms_objective == "task":
@@ -170,7 +171,8 @@ class LanguageModel(nn.Module):
             logits, state = self._segments(idx, state)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().reshape(-1, VOCAB_SIZE), targets.reshape(-1))
+            # Mean over the scored targets: -100 (`loss_on: answers`, hope.data.mqar.IGNORE) counts nowhere.
+            loss = F.cross_entropy(logits.float().reshape(-1, VOCAB_SIZE), targets.reshape(-1), ignore_index=-100)
         return logits, loss, state
 
 

@@ -6,7 +6,8 @@ saves it atomically. ``plot_reports`` draws whichever of them it is given; it is
 calls.
 
 - ``long_context.csv``: ``gap,recall_prob,chance,trials,model_type,checkpoint`` (one row per model and gap;
-  optional ``step,data``)
+  optional ``step,data``), or the MQAR form of ``hope-track-long --task mqar``:
+  ``gap,accuracy,value_prob,chance,repeat,pairs,trials,model_type,checkpoint`` (optional ``step,data``)
 - ``binned_ppl.csv``: ``bin_start,bin_end,loss,ppl,tokens,model_type,checkpoint`` (bin_end exclusive; optional
   ``step,data,max_len,attn_window``)
 - ``metrics.json``: ``{"models": {name: {"params", "train": {...}, "val": {...}}}, "hf": ...}``
@@ -67,6 +68,7 @@ COMPARE_FIGSIZE = (14.0, 5.2)
 CURVES_FIGSIZE = (9.0, 5.5)
 
 RECALL_COLUMNS = ("gap", "recall_prob", "chance", "trials", "model_type", "checkpoint")
+MQAR_COLUMNS = ("gap", "accuracy", "value_prob", "chance", "repeat", "pairs", "trials", "model_type", "checkpoint")
 BINNED_COLUMNS = ("bin_start", "bin_end", "loss", "ppl", "tokens", "model_type", "checkpoint")
 
 # Okabe-Ito colours (distinguishable with colour-blindness): HOPE and the baseline keep theirs in every figure.
@@ -236,31 +238,62 @@ def _label_bars(ax: Axes, bars: Any, values: Sequence[float], fmt: str, fontsize
 # --------------------------------------------------------------------------------------------------
 
 
-def plot_recall_curve(csv_path: PathLike, out_png: PathLike) -> Path:
-    """Recall probability vs gap (log2 x-axis, log y-axis), one line per model/checkpoint, with chance and the
-    repeat-the-last-value level (1/P for P pairs per episode; hope-track-long writes one pair, so 1) drawn.
+def _csv_header(path: PathLike, what: str) -> list[str]:
+    with _require_file(path, what).open(newline="", encoding="utf-8") as f:
+        return next(csv.reader(f), [])
 
-    The y-axis is logarithmic so that sub-chance values, both models at chance and the error bands stay apart.
-    The shaded band is +-1 binomial standard error, sqrt(p (1 - p) / trials), so a difference between two
-    curves smaller than the bands is not evidence of anything.
+
+def _gap_axis(ax: Axes, gaps: Sequence[float]) -> None:
+    """Gaps on a log2 x-axis with a tick at each; with a gap of 0 the axis is symlog (linear below 1 byte), since
+    a log axis has no 0."""
+    if gaps[0] <= 0:
+        ax.set_xscale("symlog", base=2, linthresh=1, linscale=0.5)
+    else:
+        ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(gaps))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{int(g)}" if float(g).is_integer() else f"{g:g}" for g in gaps])
+    lo, hi = gaps[0], gaps[-1]
+    ax.set_xlim(-0.5 if lo <= 0 else lo / 2 ** 0.4, max(hi, 1) * 2 ** 0.4)  # a margin of 0.4 octave on each side
+
+
+def plot_recall_curve(csv_path: PathLike, out_png: PathLike) -> Path:
+    """Recall vs gap (log2 x-axis, log y-axis), one line per model/checkpoint, with chance and the
+    repeat-the-last-value level (1/P for P pairs per row) drawn.
+
+    Episode CSVs plot recall_prob (one pair per episode, so the repeat level is 1); MQAR CSVs (``hope-track-long
+    --task mqar``, recognised by their ``accuracy`` column) plot the lookup accuracy, with the repeat level 1/P of
+    every P they hold (one series per P when there are several). The y-axis is logarithmic so that sub-chance
+    values, both models at chance and the error bands stay apart. The shaded band is +-1 binomial standard error,
+    sqrt(p (1 - p) / trials) over the trials (rows), so a difference between two curves smaller than the bands is
+    not evidence of anything.
     """
-    rows = _read_csv(csv_path, RECALL_COLUMNS, "long-context CSV")
-    positive = [v for r in rows for v in (r["recall_prob"], r["chance"]) if v > 0]
+    is_mqar = "accuracy" in _csv_header(csv_path, "long-context CSV")
+    rows = _read_csv(csv_path, MQAR_COLUMNS if is_mqar else RECALL_COLUMNS, "long-context CSV")
+    key = "accuracy" if is_mqar else "recall_prob"
+    all_pairs = sorted({int(r["pairs"]) for r in rows}) if is_mqar else [1]
+    positive = [v for r in rows for v in (r[key], r["chance"]) if v > 0]
     floor = min(positive) / 10 if positive else 1e-6  # zero recall sits on the floor, not at -infinity
     fig = _new_figure(RECALL_FIGSIZE)
     ax = fig.add_subplot()
-    for label, color, marker, series in _series(rows):
-        series = sorted(series, key=lambda r: r["gap"])
-        gaps = np.array([r["gap"] for r in series])
-        p = np.clip(np.array([r["recall_prob"] for r in series]), floor, 1.0)
-        n = np.maximum(np.array([r["trials"] for r in series]), 1.0)
-        se = np.sqrt(p * (1.0 - p) / n)
-        lo_band, hi_band = np.clip(p - se, floor, 1), np.clip(p + se, floor, 1)
-        ax.plot(gaps, p, marker=marker, color=color, linewidth=2, markersize=6, label=label)
-        if len(gaps) > 1:
-            ax.fill_between(gaps, lo_band, hi_band, color=color, alpha=0.15, linewidth=0)
-        else:  # a band has no width at a single gap
-            ax.errorbar(gaps, p, yerr=[p - lo_band, hi_band - p], color=color, capsize=5, linewidth=1.5)
+    for label, color, marker, group in _series(rows):
+        by_pairs = [(p, [r for r in group if int(r["pairs"]) == p]) for p in all_pairs] if is_mqar else [(1, group)]
+        for p_i, (pairs, series) in enumerate(by_pairs):
+            if not series:
+                continue
+            series = sorted(series, key=lambda r: r["gap"])
+            name = f"{label}, P = {pairs}" if len(all_pairs) > 1 else label
+            shade = _lighten(mcolors.to_hex(color), 0.5 * p_i / max(1, len(all_pairs) - 1))
+            gaps = np.array([r["gap"] for r in series])
+            p = np.clip(np.array([r[key] for r in series]), floor, 1.0)
+            n = np.maximum(np.array([r["trials"] for r in series]), 1.0)
+            se = np.sqrt(p * (1.0 - p) / n)
+            lo_band, hi_band = np.clip(p - se, floor, 1), np.clip(p + se, floor, 1)
+            ax.plot(gaps, p, marker=marker, color=shade, linewidth=2, markersize=6, label=name)
+            if len(gaps) > 1:
+                ax.fill_between(gaps, lo_band, hi_band, color=shade, alpha=0.15, linewidth=0)
+            else:  # a band has no width at a single gap
+                ax.errorbar(gaps, p, yerr=[p - lo_band, hi_band - p], color=shade, capsize=5, linewidth=1.5)
 
     all_gaps = sorted({r["gap"] for r in rows})
     chance_by_gap: dict[float, list[float]] = defaultdict(list)
@@ -272,24 +305,29 @@ def plot_recall_curve(csv_path: PathLike, out_png: PathLike) -> Path:
     else:
         ax.plot(all_gaps, chance, color="0.35", linestyle="--", linewidth=1.3, label="chance")
 
-    pairs = 1  # hope-track-long episodes hold one key/value pair: repeating the last value written is always right
-    ax.axhline(1.0 / pairs, color="0.55", linestyle=":", linewidth=1.3,
-               label=f"repeat-last-value level (1/P, P = {pairs} pair per episode)")
+    # Episodes hold one key/value pair: repeating the last value written is always right (level 1). MQAR rows
+    # hold P distinct values: repeating the last one is right once per row (1/P).
+    for i, pairs in enumerate(all_pairs):
+        what = "pair per episode" if not is_mqar else "pairs per row"
+        ax.axhline(1.0 / pairs, color="0.55", linestyle=(0, (1, 1 + i)), linewidth=1.3,
+                   label=f"repeat-last-value level (1/P, P = {pairs} {what})")
 
-    ax.set_xscale("log", base=2)
+    _gap_axis(ax, all_gaps)
     ax.set_yscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(all_gaps))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xticklabels([f"{int(g)}" if float(g).is_integer() else f"{g:g}" for g in all_gaps])
-    lo, hi = all_gaps[0], all_gaps[-1]
-    ax.set_xlim(lo / 2 ** 0.4, hi * 2 ** 0.4)  # a margin of 0.4 octave on each side
-    lowest = min([floor * 10] + [float(r["recall_prob"]) for r in rows if r["recall_prob"] > 0] + chance)
+    lowest = min([floor * 10] + [float(r[key]) for r in rows if r[key] > 0] + chance)
     ax.set_ylim(max(floor, lowest / 3), 1.6)
-    ax.set_xlabel("gap between stored fact and query (bytes, log2 scale)")
-    ax.set_ylabel("recall probability (log scale)")
+    scale = "log2 scale, linear below 1" if all_gaps[0] <= 0 else "log2 scale"
+    if is_mqar:
+        ax.set_xlabel(f"filler gap between the pairs and the queries (bytes, {scale})")
+        ax.set_ylabel("MQAR accuracy, top-1 at the answers (log scale)")
+    else:
+        ax.set_xlabel(f"gap between stored fact and query (bytes, {scale})")
+        ax.set_ylabel("recall probability (log scale)")
     trials = sorted({int(r["trials"]) for r in rows})
-    trials_txt = f"{trials[0]} trials per point" if len(trials) == 1 else f"{trials[0]}-{trials[-1]} trials per point"
-    ax.set_title(f"Long-context recall vs gap\n(band: ±1 binomial standard error, {trials_txt})", fontsize=11)
+    unit = "rows" if is_mqar else "trials"
+    trials_txt = f"{trials[0]} {unit} per point" if len(trials) == 1 else f"{trials[0]}-{trials[-1]} {unit} per point"
+    title = "Key lookup (MQAR) vs gap" if is_mqar else "Long-context recall vs gap"
+    ax.set_title(f"{title}\n(band: ±1 binomial standard error, {trials_txt})", fontsize=11)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", frameon=True, fontsize=8)
     _caption(fig, _rows_caption(rows))

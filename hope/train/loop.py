@@ -59,6 +59,7 @@ from hope.checkpoint import CheckpointError, checkpoint_config, load_checkpoint,
 from hope.config import Config, config_to_dict
 from hope.data.corpus import Corpus, DataError, load_corpus
 from hope.data.loader import make_loader
+from hope.data.mqar import MQARSpec
 from hope.data.stream import StreamSchedule
 from hope.errors import HopeError
 from hope.eval.lm import evaluate_lm, summarize, token_sums
@@ -519,6 +520,13 @@ def _wrap(model: torch.nn.Module, cfg: Config, info: DistInfo, device: torch.dev
     return run_model
 
 
+def mqar_spec(cfg: Config) -> MQARSpec | None:
+    """The MQAR rows training mixes in (`recall_task: mqar`), or None for the single-episode rows."""
+    if cfg.recall_task != "mqar":
+        return None
+    return MQARSpec(cfg.recall_pairs, cfg.recall_gap_min, cfg.recall_gap_max, answers_only=cfg.loss_on == "answers")
+
+
 def _batches(run: _Run, resume: str | Path | None = None) -> WindowBatches | StreamBatches:
     """This rank's training micro-batches from the resumed step on, with the state each starts from: independent
     windows (a pure function of seed, index, rank: hope.data.loader) or, with `stream.use`, long streams with the
@@ -542,7 +550,7 @@ def _batches(run: _Run, resume: str | Path | None = None) -> WindowBatches | Str
         return batches
     loader = make_loader(run.corpus.train, cfg.batch_size, cfg.seq_len, cfg.seed, run.start_step * accum,
                          cfg.steps * accum, rank=run.info.rank, recall_fraction=cfg.recall_fraction,
-                         recall_episodes=cfg.recall_episodes, num_workers=cfg.num_workers,
+                         recall_episodes=cfg.recall_episodes, mqar_spec=mqar_spec(cfg), num_workers=cfg.num_workers,
                          pin_memory=cfg.pin_memory and run.device.type == "cuda", prefetch_factor=cfg.prefetch_factor)
     return WindowBatches(iter(loader))
 

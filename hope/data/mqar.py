@@ -1,0 +1,125 @@
+"""Multi-query associative recall (MQAR, Zoology's key-lookup task) in bytes: a pure, seeded generator.
+
+    k1 v1 k2 v2 ... kP vP  <gap bytes of filler>  kq1 vq1 kq2 vq2 ... kqP vqP  [<pad filler>]
+                                                       ^^^      ^^^        ^^^  scored (the answers)
+
+P pairs of a single-byte key and a single-byte value are written, then after a filler gap the same P keys are
+asked again in a shuffled order, each followed by its value. Keys, values and filler come from three disjoint
+byte ranges (fixed constants below), so a value byte can only be predicted by looking its key up:
+
+    KEYS    0x80-0xBF (64 bytes)     VALUES  0xC0-0xFF (64 bytes)     FILLER  0x40-0x7F (64 bytes, random)
+
+Within a row keys are distinct (every query has exactly one answer) and values are distinct too, so a model
+that repeats the last value written before the gap is right exactly once per row: its accuracy is exactly
+`repeat_level(P) = 1/P`, and one that knows only which bytes are values scores `chance_level() = 1/64`. An
+answer is a copy passed off as a lookup unless it beats both (anchors.md, "Associative recall").
+
+Pure functions of a `random.Random`, so every row is reproducible from its seed (zoology's habit).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+IGNORE = -100  # the target F.cross_entropy skips by default (ignore_index)
+KEYS = range(0x80, 0xC0)
+VALUES = range(0xC0, 0x100)
+FILLER = range(0x40, 0x80)
+MAX_PAIRS = min(len(KEYS), len(VALUES))  # keys and values are distinct within a row
+
+
+def chance_level() -> float:
+    """Accuracy (and p(value)) of a model that knows which bytes are values but looks nothing up."""
+    return 1.0 / len(VALUES)
+
+
+def repeat_level(pairs: int) -> float:
+    """Accuracy of a model that answers every query with the last value written: right once per row."""
+    return 1.0 / pairs
+
+
+def row_length(pairs: int, gap: int) -> int:
+    """Bytes of a row with `pairs` pairs and a `gap`-byte filler gap, without padding."""
+    return 4 * pairs + gap
+
+
+def check_pairs(pairs: int) -> None:
+    """ValueError unless 1 <= pairs <= MAX_PAIRS (the caller turns it into its own one-line error)."""
+    if not 1 <= pairs <= MAX_PAIRS:
+        raise ValueError(f"MQAR pairs must be between 1 and {MAX_PAIRS} (the key range holds {len(KEYS)} bytes, "
+                         f"the value range {len(VALUES)}), got {pairs}")
+
+
+@dataclass(frozen=True)
+class MQARSpec:
+    """How training mixes MQAR rows in (config keys recall_pairs, recall_gap_min, recall_gap_max, loss_on)."""
+
+    pairs: int = 8
+    gap_min: int = 0
+    gap_max: int = 64
+    answers_only: bool = False  # loss_on: answers: every target but the answers is IGNORE
+
+
+@dataclass
+class MQARRow:
+    tokens: torch.Tensor  # (L,) int64
+    answers: torch.Tensor  # (P,) int64: indices in `tokens` of the query half's value bytes (the scored bytes)
+    gap: int  # filler bytes between the last written value and the first query
+
+
+def filler(rng: random.Random, n: int) -> list[int]:
+    """`n` random bytes of the FILLER range."""
+    return [rng.choice(FILLER) for _ in range(max(n, 0))]
+
+
+def make_row(rng: random.Random, pairs: int, gap: int, length: int | None = None) -> MQARRow:
+    """One MQAR row; with `length`, padded with filler after the last answer to exactly `length` bytes (so the
+    keys always start the row, as in evaluation)."""
+    check_pairs(pairs)
+    if gap < 0:
+        raise ValueError(f"MQAR gap must be >= 0, got {gap}")
+    need = row_length(pairs, gap)
+    if length is not None and length < need:
+        raise ValueError(f"an MQAR row of {pairs} pairs and a {gap}-byte gap needs {need} bytes, got {length}")
+    keys = rng.sample(KEYS, pairs)
+    values = rng.sample(VALUES, pairs)
+    order = list(range(pairs))
+    rng.shuffle(order)
+    write = [b for k, v in zip(keys, values) for b in (k, v)]
+    query = [b for i in order for b in (keys[i], values[i])]
+    tokens = write + filler(rng, gap) + query
+    start = 2 * pairs + gap  # index of the first query key
+    answers = torch.arange(start + 1, start + 2 * pairs, 2, dtype=torch.long)  # (P,)
+    if length is not None:
+        tokens += filler(rng, length - need)
+    return MQARRow(tokens=torch.tensor(tokens, dtype=torch.long), answers=answers, gap=gap)
+
+
+def training_row(rng: random.Random, length: int, pairs: int, gap_min: int, gap_max: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training row of exactly `length` bytes, its gap drawn uniformly from [gap_min, gap_max], padded with
+    filler after the last answer: (tokens (length,), answers (P,)). ValueError when the longest row does not fit."""
+    if row_length(pairs, gap_max) > length:
+        raise ValueError(f"an MQAR row of {pairs} pairs and a gap of up to {gap_max} bytes needs "
+                         f"{row_length(pairs, gap_max)} bytes, more than {length}")
+    row = make_row(rng, pairs, rng.randint(gap_min, gap_max), length)
+    return row.tokens, row.answers
+
+
+def training_targets(tokens: torch.Tensor, answers: torch.Tensor, answers_only: bool) -> torch.Tensor:
+    """Targets of a row's inputs tokens[:-1]: tokens[1:], or with `answers_only` IGNORE except where the target
+    is an answer (input position a - 1 predicts the answer at index a)."""
+    y = tokens[1:].clone()
+    if answers_only:
+        keep = y.new_full(y.shape, IGNORE)
+        keep[answers - 1] = y[answers - 1]
+        y = keep
+    return y
+
+
+__all__ = ["IGNORE", "MQARSpec", "training_targets", "KEYS", "VALUES", "FILLER", "MAX_PAIRS", "MQARRow",
+           "chance_level", "repeat_level", "row_length",
+           "check_pairs", "make_row", "training_row", "filler"]
