@@ -133,3 +133,16 @@ def test_bank_budget_holds_a_row_of_sixteen_pairs():
     cfg = Config()
     assert cfg.bank_writes * (32 // cfg.update_frequencies.mem_write) >= 16 and cfg.memory_capacity >= 16
     assert cfg.bank_input == "context"
+
+
+def test_self_generated_targets_are_unit_whatever_the_state():
+    """The boxes' targets v_hat = M_box(v) are their own outputs: unnormalised, a box whose change grows makes its
+    next targets larger, which grows it further (a trained HOPE reached inf after ~15K bytes of MQAR rows). With
+    unit targets (and unit keys, eta <= 1) every write is a bounded delta step, however large the state."""
+    torch.manual_seed(0)
+    smt = SelfModifyingMemory(64, 2, 2.0, 16, kind="linear")
+    z = F.normalize(torch.randn(1, 2, 2, 16, 32), dim=-1)
+    change = 1e3 * torch.randn(1, 3, 2, 32, 32)
+    k, v_hat = smt.keys_targets(z, change, smt.prior(torch.float32))
+    torch.testing.assert_close(v_hat.norm(dim=-1), torch.ones(1, 3, 2, 16))
+    torch.testing.assert_close(k.norm(dim=-1), torch.ones(1, 1, 2, 16))

@@ -130,12 +130,15 @@ class SelfModifyingMemory(nn.Module):
     def keys_targets(self, z: Tensor, change: Tensor, prior: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         """Box inputs ``z (B, 2, H, c, d)`` at the state ``change`` -> keys ``k (B, 1, H, c, d)`` and every box's
         target ``v_hat (B, boxes, H, c, d)``: k, v from the k/v boxes and ``v_hat = M_box(v)`` (self-modifying), or
-        the projections themselves and the target v (plain Titans)."""
+        the projections themselves and the target v (plain Titans). Targets are unit vectors."""
         if not self.self_modifying:
             return z.split(1, dim=1)
         kv = F.normalize(box_apply(tuple(w[:, 1:] for w in prior), change[:, 1:], z, self.kind), dim=-1)
         k, v = kv.split(1, dim=1)  # (B, 1, H, c, d) each
-        return k, box_apply(prior, change, v, self.kind)
+        # Unit targets: a box's own output as its target feeds back (a larger change gives larger targets, which
+        # grow it further: a trained model reached inf after ~15K bytes of MQAR rows); the direction is what a
+        # read uses (keys and values are normalised, the memory's read goes through out_norm).
+        return k, F.normalize(box_apply(prior, change, v, self.kind), dim=-1)
 
     def _surprise(self, err: Tensor, mean: Tensor, sq: Tensor, seen: Tensor) -> Tensor:
         """Normalised surprise ``(B, H, c)`` of a chunk's per-token errors ``err (B, H, c)``: by the running
