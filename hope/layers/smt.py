@@ -192,9 +192,10 @@ class SelfModifyingMemory(nn.Module):
                 [torch.ones_like(self.kv_rate_logit[:1]), torch.sigmoid(self.kv_rate_logit)]).to(fd)[None, :, :, None]
             change, mean, sq, seen = state.change, state.err_mean, state.err_sq, state.seen
             outs, surprises = [], []
-            for n, start in enumerate(range(0, L, chunk)):
+            fq_all, base_q_all = features(mem_prior, q[:, None], kind)  # q is static: the memory box's read features once
+            for start in range(0, L, chunk):
                 c = min(chunk, L - start)
-                z, q_n = inputs[:, :, :, start:start + c], q[:, None, :, start:start + c]  # (B, 2, H, c, d), (B, 1, ...)
+                z = inputs[:, :, :, start:start + c]  # (B, 2, H, c, d)
                 k, v_hat = self.keys_targets(z, change, prior)
                 kappa, tau = write_inputs(prior, k, v_hat, kind)  # (B, 1|boxes, H, c, f), (B, boxes, H, c, d)
                 err = (kappa[:, 0] @ change[:, 0].mT - tau[:, 0]).pow(2).sum(-1)  # (B, H, c) memory box error at W_c
@@ -204,7 +205,7 @@ class SelfModifyingMemory(nn.Module):
                 plan = plan_chunk(kappa, eta, alpha[:, None, :, start:start + c])  # (B, 1|boxes, H, ...)
                 written = write_chunk(change, kappa, tau, plan)  # (B, boxes, H, c, d)
                 if start + c > L - n_out:  # a chunk with tokens whose read is wanted: the memory box only
-                    fq, base_q = features(mem_prior, q_n, kind)
+                    fq, base_q = fq_all[..., start:start + c, :], base_q_all[..., start:start + c, :]
                     mem_plan = ChunkPlan(*(p[:, :1] for p in plan))
                     outs.append((base_q + read_chunk(change[:, :1], fq, kappa[:, :1], written[:, :1], mem_plan))[:, 0])
                 surprises.append(surprise.mean(1))  # (B, c)
