@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from hope import models
 from bench.measure import current_rss_mib, interleaved, peak_rss_mib, run_worker, state_bytes, sync
 from hope.config import Config, config_from_dict, config_to_dict, validate
 from hope.generate import sample
@@ -56,7 +57,7 @@ def make_train_step(cfg: Config, device: torch.device, seed: int = 0, compile_mo
                             weight_decay=cfg.weight_decay)
     data = torch.randint(0, 256, (cfg.batch_size, cfg.seq_len + 1), generator=torch.Generator().manual_seed(seed))
     data = data.to(device)
-    forward = torch.compile(model) if compile_model else model
+    forward = models.compile_model(model) if compile_model else model
 
     def step() -> None:
         _, loss, _ = forward(data[:, :-1], data[:, 1:])
@@ -105,11 +106,34 @@ def worker_train_memory(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_memory_case(hope_cfg: Config, seq_len: int, device: torch.device, threads: int) -> dict[str, Any]:
+    """Peak memory of a training step of HOPE, HOPE with `recompute_memory` and the baseline (a process each)."""
     cfgs = pair(at_seq(hope_cfg, seq_len))
+    cfgs = {"hope": cfgs["hope"], "hope_recompute": dataclasses.replace(cfgs["hope"], recompute_memory=True),
+            "baseline": cfgs["baseline"]}
     out: dict[str, Any] = {"seq_len": seq_len}
     for name, cfg in cfgs.items():
         out[name] = run_worker({"kind": "train_memory", "config": config_to_dict(cfg), "device": str(device),
                                 "threads": threads})
+    return out
+
+
+def compile_case(hope_cfg: Config, seq_len: int, reps: int, device: torch.device) -> dict[str, Any]:
+    """`compile: true` for HOPE and the baseline: the first compiled step's wall time (compilation included) and
+    the compiled vs eager step, interleaved, on the same weights and batch."""
+    out: dict[str, Any] = {"seq_len": seq_len}
+    for name, cfg in pair(at_seq(hope_cfg, seq_len)).items():
+        eager, _ = make_train_step(cfg, device)
+        compiled, _ = make_train_step(cfg, device, compile_model=True)
+        sync(device)
+        t0 = time.perf_counter()
+        compiled()
+        sync(device)
+        compile_s = time.perf_counter() - t0
+        times = interleaved({"eager": eager, "compiled": compiled}, reps, device)
+        key = "cpu_s" if "cpu_s" in times["eager"] else "wall_s"
+        out[name] = {**describe(cfg), "compile_s": compile_s, "eager_step_s": times["eager"]["wall_s"],
+                     "compiled_step_s": times["compiled"]["wall_s"],
+                     "speedup": times["eager"][key] / times["compiled"][key], "speedup_clock": key}
     return out
 
 

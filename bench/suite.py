@@ -21,7 +21,7 @@ from bench import cases
 from bench.measure import ROOT
 from hope.config import load_config
 
-SECTIONS = ("ops", "train", "train_memory", "generate", "op", "store", "peer")
+SECTIONS = ("ops", "train", "train_memory", "generate", "compile", "op", "store", "peer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +40,8 @@ class Mode:
     store_chunks: tuple[int, ...] = (1, 4, 16, 64)
     store_seeds: int = 8
     ops_seqs: tuple[int, ...] = (128, 256, 1024)  # seq_len of the ops-per-step rows
+    compile_seq: int = 256  # seq_len of the torch.compile row
+    compile_reps: int = 3
     overrides: tuple[tuple[str, Any], ...] = ()  # config overrides (tiny models for the smoke test)
 
 
@@ -50,7 +52,7 @@ MODES = {
                   op_chunks=(1, 4, 16, 64), op_bwd_chunks=(16,), op_reps=3, peer_reps=3),
     "tiny": Mode(train_seqs=(32, 64), train_reps=(1, 1), gen_marks=(8, 24), op_T=32, op_chunks=(1, 8),
                  op_bwd_chunks=(8,), op_reps=1, peer_reps=1, store_pairs=(8,), store_chunks=(1, 8), store_seeds=1,
-                 ops_seqs=(16, 32, 64), overrides=(("dim", 32), ("depth", 1), ("num_heads", 2), ("seq_len", 32), ("max_len", 32), ("attn_window", 8),
+                 ops_seqs=(16, 32, 64), compile_seq=32, compile_reps=1, overrides=(("dim", 32), ("depth", 1), ("num_heads", 2), ("seq_len", 32), ("max_len", 32), ("attn_window", 8),
                             ("memory_capacity", 8), ("top_k", 2), ("batch_size", 2),
                             ("update_frequencies", {"mem_write": 4, "error_update": 8}))),
 }
@@ -64,6 +66,11 @@ TARGETS = {
     "op_speedup_16": ("memory_chunked >= 10x memory_reference at chunk 16, T = 256 (fwd and fwd+bwd)", 10.0),
     "store_16": ("linear memory, 16 pairs at head dim 32, eta = 1: top-1 >= 0.95 at every chunk size, identical", 0.95),
     "peer_ratio": ("Titans-mode memory >= 1.0x titans-pytorch NeuralMemory forward+backward throughput", 1.0),
+    "train_memory_1024": ("HOPE's training-step memory rise at seq_len 1024 <= 2x the baseline's (the better of "
+                          "plain and recompute_memory)", 2.0),
+    "gen_ratio": ("HOPE generation time per byte <= 1.5x the baseline's at every mark (the longest included)", 1.5),
+    "compile_time": ("HOPE compiles (first compiled training step) in <= 180 s at seq_len 256", 180.0),
+    "compile_speedup": ("compiled HOPE runs faster than eager (speed-up > 1)", 1.0),
     "gen_memory_flat": ("HOPE peak memory after the longest generation within 10% of after the first mark", 0.10),
 }
 
@@ -129,6 +136,9 @@ def run(mode_name: str = "quick", *, config: str | Path = ROOT / "configs" / "ex
                 results["generate"] = cases.generate_case(cfg, list(mode.gen_marks), dev, threads)
             else:
                 results["generate"] = {"skipped": "needs subprocesses"}
+        if "compile" in sections:
+            log(f"[bench] torch.compile, seq_len {mode.compile_seq} (compile time and compiled vs eager step) ...")
+            results["compile"] = cases.compile_case(cfg, mode.compile_seq, mode.compile_reps, dev)
         if "op" in sections:
             log("[bench] memory update op, chunked vs per-token reference ...")
             shape = dict(B=cfg.batch_size, H=3 * cfg.num_heads, T=mode.op_T, d=cfg.head_dim,
@@ -186,6 +196,24 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if "ratio" in peer:
         value = peer.get("cpu_ratio", peer["ratio"])
         add("peer_ratio", value, value >= 1.0)
+    memory = [r for r in results.get("train_memory", []) if isinstance(r, dict) and r.get("seq_len") == 1024]
+    if memory and all("step_peak_rss_mib" in memory[0].get(k, {}) for k in ("hope", "hope_recompute", "baseline")):
+        r = memory[0]
+        rises = {k: r[k]["step_peak_rss_mib"] for k in ("hope", "hope_recompute", "baseline")}
+        value = min(rises["hope"], rises["hope_recompute"]) / max(rises["baseline"], 1e-9)
+        add("train_memory_1024", value, value <= 2.0, f"step rise HOPE {rises['hope']:.0f} MiB, with "
+            f"recompute_memory {rises['hope_recompute']:.0f} MiB, baseline {rises['baseline']:.0f} MiB")
+    generation = results.get("generate", {})
+    if isinstance(generation, dict) and generation.get("hope", {}).get("rows") and generation.get("baseline", {}).get("rows"):
+        ratios = [h["ms_per_token"] / b["ms_per_token"]
+                  for h, b in zip(generation["hope"]["rows"], generation["baseline"]["rows"])]
+        add("gen_ratio", max(ratios), max(ratios) <= 1.5, "HOPE/baseline ms per byte at the marks: "
+            + " / ".join(f"{x:.2f}" for x in ratios))
+    compiled = results.get("compile", {}).get("hope")
+    if compiled:
+        add("compile_time", compiled["compile_s"], compiled["compile_s"] <= 180.0, f"seq_len {results['compile']['seq_len']}")
+        add("compile_speedup", compiled["speedup"], compiled["speedup"] > 1.0,
+            f"eager {compiled['eager_step_s']:.3f} s vs compiled {compiled['compiled_step_s']:.3f} s a step")
     gen = results.get("generate", {}).get("hope", {})
     rows = gen.get("rows") if isinstance(gen, dict) else None
     if rows and len(rows) > 1:
@@ -233,13 +261,15 @@ def table(results: dict[str, Any]) -> str:
     tm = results.get("train_memory")
     if isinstance(tm, list) and tm:
         lines += ["", "Training peak memory (fresh process per case; peak RSS, and the rise over the built model "
-                  "during one training step):", "", "| seq_len | HOPE peak MiB | HOPE step rise MiB | baseline peak MiB | "
-                  "baseline step rise MiB |", "|---|---|---|---|---|"]
+                  "during one training step):", "", "| seq_len | HOPE peak MiB | HOPE step rise MiB | "
+                  "HOPE recompute_memory peak / rise MiB | baseline peak MiB | baseline step rise MiB |",
+                  "|---|---|---|---|---|---|"]
         for r in tm:
-            h, b = r["hope"], r["baseline"]
+            h, hr, b = r["hope"], r.get("hope_recompute", {}), r["baseline"]
+            errors = " ".join(x["error"] for x in (h, hr, b) if "error" in x)
             lines.append(f"| {r['seq_len']} | {_f(h.get('peak_rss_mib'))} | {_f(h.get('step_peak_rss_mib'))} | "
-                         f"{_f(b.get('peak_rss_mib'))} | {_f(b.get('step_peak_rss_mib'))} |"
-                         + (f" {h.get('error', '')} {b.get('error', '')}" if "error" in h or "error" in b else ""))
+                         f"{_f(hr.get('peak_rss_mib'))} / {_f(hr.get('step_peak_rss_mib'))} | "
+                         f"{_f(b.get('peak_rss_mib'))} | {_f(b.get('step_peak_rss_mib'))} |" + (f" {errors}" if errors else ""))
     gen = results.get("generate")
     if isinstance(gen, dict) and "hope" in gen:
         lines += ["", "Generation (one single-token forward per byte, carried state; fresh process per model; "
@@ -256,6 +286,15 @@ def table(results: dict[str, Any]) -> str:
         for name in ("hope", "baseline"):
             if "error" in gen[name]:
                 lines.append(f"{name}: {gen[name]['error']}")
+    comp = results.get("compile")
+    if comp:
+        lines += ["", f"torch.compile (`compile: true`; HOPE's per-chunk SMT step compiled once, the chunk loop eager), "
+                  f"seq_len {comp['seq_len']}: first compiled step (compilation included), then medians, interleaved:",
+                  "", "| model | compile s | eager step s | compiled step s | speed-up |", "|---|---|---|---|---|"]
+        for name in ("hope", "baseline"):
+            c = comp[name]
+            lines.append(f"| {name} | {c['compile_s']:.0f} | {c['eager_step_s']:.3f} | {c['compiled_step_s']:.3f} | "
+                         f"{c['speedup']:.2f}x ({c['speedup_clock'].replace('_s', '')}) |")
     if results.get("op"):
         r0 = results["op"][0]
         lines += ["", f"Memory update op: memory_chunked vs per-token memory_reference (B={r0['B']}, memories "

@@ -157,6 +157,7 @@ class Config:
     amp: bool = False
     amp_dtype: str = "bf16"
     compile: bool = False
+    recompute_memory: bool = False
     debug_anomaly: bool = False
     # ---- metrics and meta-learning
     metrics: Metrics = field(default_factory=Metrics)

@@ -22,7 +22,9 @@ from hope.config import config_to_dict, load_config  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny_results() -> dict:
-    return suite.run("tiny", subprocesses=False, log=lambda _msg: None)
+    # torch.compile takes a minute or more even at tiny sizes: its section has its own slow test
+    sections = tuple(s for s in suite.SECTIONS if s != "compile")
+    return suite.run("tiny", sections=sections, subprocesses=False, log=lambda _msg: None)
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +120,13 @@ def test_state_bytes_counts_nested_tensors() -> None:
     state = {"a": torch.zeros(3, dtype=torch.float32), "b": [torch.zeros(2, dtype=torch.float64), None, 5],
              "c": (torch.zeros(1, dtype=torch.int8),)}
     assert state_bytes(state) == 3 * 4 + 2 * 8 + 1
+
+
+@pytest.mark.slow
+def test_compile_section_times_both_models() -> None:
+    r = suite.run("tiny", sections=("compile",), log=lambda _msg: None)
+    for name in ("hope", "baseline"):
+        row = r["compile"][name]
+        assert row["compile_s"] > 0 and row["eager_step_s"] > 0 and row["compiled_step_s"] > 0 and row["speedup"] > 0
+    assert [t["target"] for t in r["targets"]] == ["compile_time", "compile_speedup"]
+    assert "torch.compile" in suite.table(r)

@@ -33,11 +33,13 @@ raises the inner rate inside its sigmoid (times `surprise_scale`) and drives the
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from hope.layers.chunking import state_dtype
@@ -104,6 +106,8 @@ class SelfModifyingMemory(nn.Module):
             self.q_proj.weight.copy_(torch.eye(dim))
         self.out_norm = nn.RMSNorm(d)
         self.proj = nn.Linear(dim, dim, bias=False)
+        self.recompute = False  # `recompute_memory`: recompute each chunk's step in backward (less memory, more time)
+        self._compiled_step = None  # set by compile_step()
 
     def prior(self, dtype: torch.dtype) -> tuple[Tensor, ...]:
         """The boxes' priors as ``(1, boxes, H, ...)`` tensors (broadcast over the batch) in the state dtype."""
@@ -157,6 +161,64 @@ class SelfModifyingMemory(nn.Module):
         d, fresh = self.error_decay, seen == 0
         return torch.where(fresh, m, d * mean + (1 - d) * m), torch.where(fresh, s, d * sq + (1 - d) * s)
 
+    def compile_step(self) -> None:
+        """Compile the per-chunk step (:meth:`_chunk_step`) with torch.compile: one graph per chunk shape, reused by
+        every chunk of every call, instead of a graph unrolled over all chunks (`compile: true`)."""
+        if self._compiled_step is None:
+            self._compiled_step = torch.compile(self._chunk_step, dynamic=False)
+
+    @torch.compiler.disable  # a whole-model torch.compile stops here: the loop stays eager, its step is compiled
+    def _scan(self, inputs: Tensor, gate: Tensor, alpha: Tensor, reads: tuple[Tensor, Tensor],
+              stats: tuple[Tensor, ...], prior: tuple[Tensor, ...], gates: tuple, n_commit: int, first_read: int
+              ) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+        """The chunk loop: each chunk's step at the state committed by the chunks before it.
+
+        ``inputs (B, 2, H, L, d)``, ``gate, alpha (B, H, L)``, ``reads`` the memory box's read features
+        ``(fq, base_q) (B, 1, H, L, f | d)``, ``stats = (change, err_mean, err_sq, seen)`` at the start. Returns the
+        reads of the chunks from the one holding token `first_read` on ``(B, H, ., d)``, the surprise ``(B, L)``
+        and the stats after the first `n_commit` tokens.
+        """
+        L, chunk = gate.shape[-1], self.chunk
+        step = self._compiled_step or self._chunk_step
+        if self.recompute and torch.is_grad_enabled():  # keep chunk-boundary states only, recompute the rest
+            step = functools.partial(torch.utils.checkpoint.checkpoint, step, use_reentrant=False)
+        outs, surprises = [], []
+        for start in range(0, L, chunk):
+            end = min(start + chunk, L)
+            read = tuple(r[..., start:end, :] for r in reads) if end > first_read else None
+            out, surprise, stats = step(inputs[..., start:end, :], gate[..., start:end], alpha[..., start:end], read,
+                                        stats, prior, gates, end <= n_commit)
+            outs += [out] if out is not None else []
+            surprises.append(surprise)
+        return torch.cat(outs, dim=2), torch.cat(surprises, dim=1), stats
+
+    def _chunk_step(self, z: Tensor, gate: Tensor, alpha: Tensor, read: tuple[Tensor, Tensor] | None,
+                    stats: tuple[Tensor, ...], prior: tuple[Tensor, ...], gates: tuple, commit: bool
+                    ) -> tuple[Tensor | None, Tensor, tuple[Tensor, ...]]:
+        """One chunk of c tokens at the state ``stats``: keys and targets from the boxes at that state (gap 1), the
+        surprise, every box's exact write (eq. 88) and, if `read`, the memory's reads ``(B, H, c, d)`` after each
+        token's write. Returns (reads | None, surprise ``(B, c)``, the state after the chunk if `commit`, else
+        ``stats``). ``gates = (mem_gate, surprise_scale, box_rate)``."""
+        change, mean, sq, seen = stats
+        mem_gate, surprise_scale, box_rate = gates
+        k, v_hat = self.keys_targets(z, change, prior)
+        kappa, tau = write_inputs(prior, k, v_hat, self.kind)  # (B, 1|boxes, H, c, f), (B, boxes, H, c, d)
+        err = (kappa[:, 0] @ change[:, 0].mT - tau[:, 0]).pow(2).sum(-1)  # (B, H, c) memory box error at W_c
+        surprise = self._surprise(err, mean, sq, seen)
+        eta = torch.sigmoid(gate + surprise_scale * surprise) * mem_gate
+        eta = eta[:, None] if box_rate is None else eta[:, None] * box_rate  # (B, 1|boxes, H, c)
+        plan = plan_chunk(kappa, eta, alpha[:, None])  # (B, 1|boxes, H, ...)
+        written = write_chunk(change, kappa, tau, plan)  # (B, boxes, H, c, d)
+        out = None
+        if read is not None:  # the memory box only
+            fq, base_q = read
+            mem_plan = ChunkPlan(*(p[:, :1] for p in plan))
+            out = (base_q + read_chunk(change[:, :1], fq, kappa[:, :1], written[:, :1], mem_plan))[:, 0]
+        if commit:
+            mean, sq = self._statistics(err, mean, sq, seen)
+            stats = (commit_chunk(change, kappa, written, plan), mean, sq, torch.ones_like(seen))
+        return out, surprise.mean(1), stats
+
     def forward(self, x: Tensor, state: SMTState, n_commit: int, mem_gate: float, surprise_scale: float,
                 n_out: int | None = None) -> tuple[Tensor, Tensor, SMTState]:
         """x (B, L, C): the uncommitted tail followed by new inputs; state at the tail's start.
@@ -187,33 +249,15 @@ class SelfModifyingMemory(nn.Module):
             q = F.normalize(self._heads(self.q_proj(u)), dim=-1)  # (B, H, L, d)
             inputs = self.box_inputs(u_prev, x.to(fd))  # (B, 2, H, L, d)
             prior = self.prior(fd)
-            mem_prior = tuple(w[:, :1] for w in prior)
             box_rate = None if self.kv_rate_logit is None else torch.cat(  # (1, boxes, H, 1): memory box at 1
                 [torch.ones_like(self.kv_rate_logit[:1]), torch.sigmoid(self.kv_rate_logit)]).to(fd)[None, :, :, None]
-            change, mean, sq, seen = state.change, state.err_mean, state.err_sq, state.seen
-            outs, surprises = [], []
-            fq_all, base_q_all = features(mem_prior, q[:, None], kind)  # q is static: the memory box's read features once
-            for start in range(0, L, chunk):
-                c = min(chunk, L - start)
-                z = inputs[:, :, :, start:start + c]  # (B, 2, H, c, d)
-                k, v_hat = self.keys_targets(z, change, prior)
-                kappa, tau = write_inputs(prior, k, v_hat, kind)  # (B, 1|boxes, H, c, f), (B, boxes, H, c, d)
-                err = (kappa[:, 0] @ change[:, 0].mT - tau[:, 0]).pow(2).sum(-1)  # (B, H, c) memory box error at W_c
-                surprise = self._surprise(err, mean, sq, seen)
-                eta = torch.sigmoid(logits[0][:, :, start:start + c] + surprise_scale * surprise) * mem_gate
-                eta = eta[:, None] if box_rate is None else eta[:, None] * box_rate  # (B, 1|boxes, H, c)
-                plan = plan_chunk(kappa, eta, alpha[:, None, :, start:start + c])  # (B, 1|boxes, H, ...)
-                written = write_chunk(change, kappa, tau, plan)  # (B, boxes, H, c, d)
-                if start + c > L - n_out:  # a chunk with tokens whose read is wanted: the memory box only
-                    fq, base_q = fq_all[..., start:start + c, :], base_q_all[..., start:start + c, :]
-                    mem_plan = ChunkPlan(*(p[:, :1] for p in plan))
-                    outs.append((base_q + read_chunk(change[:, :1], fq, kappa[:, :1], written[:, :1], mem_plan))[:, 0])
-                surprises.append(surprise.mean(1))  # (B, c)
-                if start + c <= n_commit:
-                    change = commit_chunk(change, kappa, written, plan)
-                    mean, sq = self._statistics(err, mean, sq, seen)
-                    seen = torch.ones_like(seen)
-            o = torch.cat(outs, dim=2)[:, :, -n_out:]  # (B, H, n_out, d)
+            fq, base_q = features(tuple(w[:, :1] for w in prior), q[:, None], kind)  # q is static: read features once
+            gates = (torch.as_tensor(mem_gate, dtype=fd, device=x.device),  # tensors: a compiled step does not
+                     torch.as_tensor(surprise_scale, dtype=fd, device=x.device), box_rate)  # recompile as they ramp
+            o, surprise, (change, mean, sq, seen) = self._scan(
+                inputs, logits[0], alpha, (fq, base_q), (state.change, state.err_mean, state.err_sq, state.seen),
+                prior, gates, n_commit, L - n_out)
+            o = o[:, :, -n_out:]  # (B, H, n_out, d)
         y = self.out_norm(o.to(x.dtype)).transpose(1, 2).reshape(B, n_out, C)
         new_state = SMTState(change, mean, sq, seen, ext[:, n_commit:n_commit + 4].to(fd))
-        return self.proj(y), torch.cat(surprises, dim=1), new_state
+        return self.proj(y), surprise, new_state

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
+
 from hope.config import Config
+from hope.layers.smt import SelfModifyingMemory
 from hope.models.baseline import swiglu_hidden
 from hope.models.lm import LanguageModel
 from hope.tokenizer import VOCAB_SIZE
@@ -14,10 +17,17 @@ def build_model(cfg: Config) -> LanguageModel:
     return LanguageModel(cfg)
 
 
+def compile_model(model: LanguageModel) -> torch.nn.Module:
+    """`compile: true`: torch.compile the model with each SMT's per-chunk step compiled once and the chunk loop
+    left eager (`SelfModifyingMemory.compile_step`), so the graph does not unroll every chunk of every layer."""
+    for module in model.modules():
+        if isinstance(module, SelfModifyingMemory):
+            module.compile_step()
+    return torch.compile(model)
+
+
 def count_params(cfg: Config) -> int:
     """Parameter count of the model `cfg` describes (built on the meta device: no memory, no time)."""
-    import torch
-
     with torch.device("meta"):
         return build_model(cfg).num_params()
 
@@ -49,4 +59,4 @@ def matched_baseline_config(hope_cfg: Config, tolerance: float = 0.10) -> Config
     return min(candidates, key=lambda item: item[0])[1]
 
 
-__all__ = ["LanguageModel", "build_model", "count_params", "matched_baseline_config"]
+__all__ = ["LanguageModel", "build_model", "compile_model", "count_params", "matched_baseline_config"]

@@ -63,7 +63,7 @@ from hope.data.mqar import MQARSpec
 from hope.data.stream import StreamSchedule
 from hope.errors import HopeError
 from hope.eval.lm import evaluate_lm, summarize, token_sums
-from hope.models import build_model
+from hope.models import build_model, compile_model
 from hope.runs import (MetricsLog, RunFiles, absolute_data, check_writable, metrics_log_path, open_tensorboard,
                        refuse_overwrite, require_tensorboard, write_run_config)
 from hope.runtime import DistInfo, autocast, init_distributed, resolve_device, seed_everything, shutdown_distributed
@@ -514,7 +514,7 @@ def _wrap(model: torch.nn.Module, cfg: Config, info: DistInfo, device: torch.dev
     """What the forward pass calls: `model`, compiled when `compile`, DDP-wrapped under torchrun."""
     run_model = model
     if cfg.compile:
-        run_model = torch.compile(model)
+        run_model = compile_model(model)
     if info.enabled:
         run_model = DistributedDataParallel(run_model, device_ids=[device.index] if device.type == "cuda" else None)
     return run_model
