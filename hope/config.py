@@ -30,6 +30,7 @@ BANK_INPUTS = ("block", "context")
 MEMORY_KINDS = ("linear", "mlp")
 RECALL_TASKS = ("episodes", "mqar")
 LOSS_ON = ("all", "answers")
+DISTRIBUTED = ("ddp", "fsdp")
 # Keys that existed once and were removed, with the reason a user reads when an old config still sets them.
 REMOVED_KEYS = {
     "memory_momentum": "memory_momentum was removed: the memory's write is now the exact delta rule, which has no "
@@ -159,6 +160,7 @@ class Config:
     compile: bool = False
     recompute_memory: bool = False
     debug_anomaly: bool = False
+    distributed: str = "ddp"  # under torchrun: ddp (replicas) | fsdp (FSDP2 fully_shard: sharded replicas)
     # ---- metrics and meta-learning
     metrics: Metrics = field(default_factory=Metrics)
     meta: Meta = field(default_factory=Meta)
@@ -416,6 +418,32 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"warmup_steps must be >= 0, got {cfg.warmup_steps}")
     if not (cfg.device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", cfg.device)):
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{cfg.device}'")
+    _validate_distributed(cfg)
+
+
+def _validate_distributed(cfg: Config) -> None:
+    """`distributed`, and what FSDP cannot do (the reason is in each message)."""
+    if cfg.distributed not in DISTRIBUTED:
+        raise ConfigError(f"distributed must be one of {', '.join(DISTRIBUTED)}, got '{cfg.distributed}'")
+    if cfg.distributed != "fsdp":
+        return
+    refusals = [
+        (cfg.optimizer_type in ("muon", "m3"),
+         f"optimizer_type {cfg.optimizer_type} orthogonalises whole weight matrices (Newton-Schulz), which FSDP "
+         "splits across ranks; use adamw or sgd"),
+        (cfg.model_type == "hope" and cfg.cms_objective == "task",
+         "cms_objective: task takes the fast CMS level's inner gradient (torch.autograd.grad) and step outside the "
+         "blocks' forward, where FSDP holds their parameters sharded; use cms_objective: surrogate"),
+        (cfg.meta.use,
+         "meta.use differentiates through whole forward passes with torch.autograd.grad outside the training "
+         "backward, which FSDP's gradient reduce-scatter hooks do not expect; use meta.use: false"),
+        (cfg.amp and cfg.amp_dtype == "fp16",
+         "amp_dtype: fp16 needs a GradScaler whose overflow check would see only each rank's gradient shard, so "
+         "the ranks' loss scales could diverge; use amp_dtype: bf16 (no scaler)"),
+    ]
+    for refused, why in refusals:
+        if refused:
+            raise ConfigError(f"distributed: fsdp does not support this: {why} (or distributed: ddp)")
 
 
 def _validate_mqar(cfg: Config) -> None:

@@ -1,11 +1,44 @@
-"""Shared test setup: one torch thread per test.
+"""Shared test setup: one torch thread per test; a two-process torchrun launcher (test_ddp, test_fsdp).
 
 The suite runs on 2-core machines (CI, laptops) where torch's default thread pool oversubscribes the cores and
 makes tiny models ~10x slower; one thread is faster and keeps timings predictable. Restored after each test.
 """
 
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
+
+# Runs hope.cli.train's main() as `python -m hope.cli.train` would, with SIGINT sent to rank 0 after optimiser step
+# HOPE_TEST_STOP_AT (when set), and records each rank's losses and weights when training finishes, in
+# <argv[1]>/<HOPE_TEST_TAG><rank>.json. Launch it with the `torchrun` fixture: torchrun(probe, out_dir, *flags).
+TRAIN_PROBE = textwrap.dedent("""
+    import json, os, signal, sys
+    from pathlib import Path
+    import hope.train.loop as loop
+    from hope.cli import train as cli
+
+    rank, stop_at, train = int(os.environ["RANK"]), int(os.environ.get("HOPE_TEST_STOP_AT", "0")), loop.train
+
+    def stopper(step, record):
+        if rank == 0 and step == stop_at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def probed_train(cfg, **kwargs):
+        result = train(cfg, on_step=stopper, **kwargs)
+        seen = dict(losses=result.losses, weights=[p.double().sum().item() for p in result.model.parameters()],
+                    val=result.val)
+        Path(sys.argv[1], f"{os.environ['HOPE_TEST_TAG']}{rank}.json").write_text(json.dumps(seen))
+        return result
+
+    loop.train = probed_train
+    sys.exit(cli.main(sys.argv[2:]))
+""")
 
 
 @pytest.fixture(autouse=True)
@@ -14,6 +47,28 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def torchrun():
+    """`torchrun(script, *args, env={...})`: `torchrun --standalone --nproc_per_node=2 script *args` on the CPU
+    (gloo, one thread per process), the ranks importing this checkout's `hope` rather than whichever copy the
+    environment has installed; returns the CompletedProcess. Skips when torchrun or torch.distributed is missing."""
+    exe = Path(sys.executable).parent / "torchrun"
+    if not exe.exists() and shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not installed")
+    if not torch.distributed.is_available():
+        pytest.skip("this PyTorch has no torch.distributed")
+    root = str(Path(__file__).resolve().parents[1])
+
+    def launch(script, *args, env=None, timeout=300) -> subprocess.CompletedProcess:
+        path = os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])
+        full_env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path, **(env or {}))
+        argv = [str(exe) if exe.exists() else "torchrun", "--standalone", "--nproc_per_node=2", str(script),
+                *map(str, args)]
+        return subprocess.run(argv, capture_output=True, text=True, env=full_env, timeout=timeout)
+
+    return launch
 
 
 def save_tiny_gpt2(out, lines: list[str], n_layer: int) -> None:

@@ -4,15 +4,13 @@ identical weights, report identical all-reduced metrics, and only rank 0 prints,
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import TRAIN_PROBE
 
 from hope.data.corpus import synthetic_corpus
 
@@ -53,23 +51,13 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def test_torchrun_two_processes_on_cpu(tmp_path):
-    torchrun = Path(sys.executable).parent / "torchrun"
-    if not torchrun.exists() and shutil.which("torchrun") is None:
-        pytest.skip("torchrun is not installed")
-    if not torch.distributed.is_available():
-        pytest.skip("this PyTorch has no torch.distributed")
+def test_torchrun_two_processes_on_cpu(tmp_path, torchrun):
     data = tmp_path / "text.txt"
     data.write_bytes(bytes(synthetic_corpus(20_000, seed=7).tolist()))
     probe = tmp_path / "probe.py"
     probe.write_text(PROBE)
     out = tmp_path / "run" / "ck.pt"
-    # The ranks import this checkout's `hope`, not whichever copy the environment has installed.
-    root = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-    argv = [str(torchrun) if torchrun.exists() else "torchrun", "--standalone", "--nproc_per_node=2", str(probe),
-            str(tmp_path), *FLAGS, "--data", str(data), "--out", str(out)]
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    proc = torchrun(probe, tmp_path, *FLAGS, "--data", data, "--out", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     json_lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -90,53 +78,19 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     assert json.loads(json_lines[0])["loss"] == pytest.approx(final_val["loss"], abs=1e-6)
 
 
-# Runs hope.cli.train's main() with SIGINT sent to rank 0 after optimiser step HOPE_TEST_STOP_AT (when set), and
-# records each rank's losses and weights when training finishes.
-STREAM_PROBE = textwrap.dedent("""
-    import json, os, signal, sys
-    from pathlib import Path
-    import hope.train.loop as loop
-    from hope.cli import train as cli
-
-    rank, stop_at, train = int(os.environ["RANK"]), int(os.environ.get("HOPE_TEST_STOP_AT", "0")), loop.train
-
-    def stopper(step, record):
-        if rank == 0 and step == stop_at:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    def probed_train(cfg, **kwargs):
-        result = train(cfg, on_step=stopper, **kwargs)
-        seen = dict(losses=result.losses, weights=[p.double().sum().item() for p in result.model.parameters()])
-        Path(sys.argv[1], f"{os.environ['HOPE_TEST_TAG']}{rank}.json").write_text(json.dumps(seen))
-        return result
-
-    loop.train = probed_train
-    sys.exit(cli.main(sys.argv[2:]))
-""")
-
-
-def test_torchrun_long_streams_with_accumulation_resume_exactly(tmp_path):
+def test_torchrun_long_streams_with_accumulation_resume_exactly(tmp_path, torchrun):
     """stream.use under torchrun: each rank reads its own streams, the checkpoint holds every rank's carried
     states, and a run interrupted mid-stream (step 2 of streams of 3 steps) resumes to the uninterrupted run."""
-    torchrun = Path(sys.executable).parent / "torchrun"
-    if not torchrun.exists() and shutil.which("torchrun") is None:
-        pytest.skip("torchrun is not installed")
-    if not torch.distributed.is_available():
-        pytest.skip("this PyTorch has no torch.distributed")
     data = tmp_path / "text.txt"
     data.write_bytes(bytes(synthetic_corpus(20_000, seed=7).tolist()))
     probe = tmp_path / "probe.py"
-    probe.write_text(STREAM_PROBE)
-    root = str(Path(__file__).resolve().parents[1])
+    probe.write_text(TRAIN_PROBE)
     flags = [*FLAGS, "--steps", "4", "--set", "grad_accum_steps=2", "--set", "stream.use=true",
              "--set", "stream.bptt_segments=2", "--set", "stream.reset_bytes=192", "--data", str(data)]
 
     def torchrun_(tag: str, out: Path, *extra: str, stop_at: int = 0) -> subprocess.CompletedProcess:
-        env = dict(os.environ, OMP_NUM_THREADS="1", HOPE_TEST_TAG=tag, HOPE_TEST_STOP_AT=str(stop_at),
-                   PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-        argv = [str(torchrun) if torchrun.exists() else "torchrun", "--standalone", "--nproc_per_node=2", str(probe),
-                str(tmp_path), *flags, "--out", str(out), *extra]
-        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+        return torchrun(probe, tmp_path, *flags, "--out", out, *extra,
+                        env={"HOPE_TEST_TAG": tag, "HOPE_TEST_STOP_AT": str(stop_at)})
 
     whole = torchrun_("whole", tmp_path / "whole" / "ck.pt")
     assert whole.returncode == 0, whole.stderr[-3000:]

@@ -61,18 +61,27 @@ def eval_windows(n_bytes: int, seq_len: int, max_windows: int | None) -> list[in
 @torch.no_grad()
 def evaluate_lm(model: torch.nn.Module, data: torch.Tensor, seq_len: int, batch_size: int, device: torch.device,
                 max_windows: int | None = None, amp: bool = False, amp_dtype: str = "bf16",
-                track_ppl: bool = True, track_accuracy: bool = True, rank: int = 0, world_size: int = 1
-                ) -> dict[str, float]:
-    """Metrics of `model` on `data` (uint8 bytes) over fixed windows; each window starts a fresh state."""
+                track_ppl: bool = True, track_accuracy: bool = True, rank: int = 0, world_size: int = 1,
+                lockstep: bool = False) -> dict[str, float]:
+    """Metrics of `model` on `data` (uint8 bytes) over fixed windows; each window starts a fresh state.
+
+    Rank r of `world_size` scores every world_size-th window; the sums are all-reduced. `lockstep` (a sharded
+    model, whose every forward call is a collective all-gather) makes every rank call the model as often as
+    rank 0, which has the most windows: a rank short of a batch runs the first window and discards its scores."""
     was_training = model.training
     model.eval()
-    starts = eval_windows(len(data), seq_len, max_windows)[rank::world_size]
+    windows = eval_windows(len(data), seq_len, max_windows)
+    starts = windows[rank::world_size]
+    calls = -(-len(windows[0::world_size]) // batch_size) if lockstep else -(-len(starts) // batch_size)
     sums = torch.zeros(5, dtype=torch.float64, device=device)
-    for i in range(0, len(starts), batch_size):
-        rows = torch.stack([data[s:s + seq_len + 1] for s in starts[i:i + batch_size]]).long().to(device)
+    for call in range(calls):
+        batch = starts[call * batch_size:(call + 1) * batch_size]
+        rows = torch.stack([data[s:s + seq_len + 1] for s in batch or windows[:1]])
+        rows = rows.long().to(device)
         with autocast(device, amp, amp_dtype):
             logits, _, _ = model(rows[:, :-1])
-        sums += token_sums(logits, rows[:, 1:])
+        if batch:
+            sums += token_sums(logits, rows[:, 1:])
     if world_size > 1 and dist.is_initialized():
         dist.all_reduce(sums)
     model.train(was_training)

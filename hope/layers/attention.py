@@ -2,7 +2,8 @@
 
 One module serves both models: HOPE's short-term memory (window = `attn_window`) and the baseline's full
 attention (window = `max_len`, which then slides past `max_len` as real Transformers do). The cache holds the
-last `window - 1` keys/values, so processing a stream segment by segment equals one pass over it.
+last `window - 1` keys/values, so processing a stream segment by segment equals one pass over it. Past the window
+(a cache, or T > window) the attention is block-local (hope.ops.attention: memory O(T * window), not O(T^2)).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from hope.ops.attention import sliding_window_attention
 
 
 def rotary_tables(positions: torch.Tensor, head_dim: int, dtype: torch.dtype = torch.float32,
@@ -48,13 +51,10 @@ class SlidingWindowAttention(nn.Module):
             k = torch.cat([cache["k"], k], dim=2)  # (B, H, L+T, d)
             v = torch.cat([cache["v"], v], dim=2)
         drop = self.dropout if self.training else 0.0
-        if past == 0 and T <= self.window:
+        if past == 0 and T <= self.window:  # the window reaches back to the start: plain causal attention
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
-        else:
-            qpos = torch.arange(past, past + T, device=x.device)[:, None]
-            kpos = torch.arange(0, past + T, device=x.device)[None, :]
-            mask = (kpos <= qpos) & (kpos > qpos - self.window)  # (T, L+T): causal and inside the window
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+        else:  # block-local (hope.ops.attention): memory O(T * window), no (T, L+T) mask
+            y = sliding_window_attention(q, k, v, self.window, dropout_p=drop)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         new_cache = None
         if cache is not None:

@@ -4,6 +4,10 @@ After each optimiser step, ``shadow <- decay * shadow + (1 - decay) * weight`` f
 whatever the parameter's dtype (a bf16 shadow would round away updates smaller than its 8-bit mantissa resolves).
 Buffers (normalisation statistics, caches) are not averaged: the shadow keeps a copy of their latest value.
 
+Under FSDP (`distributed: fsdp`) the model's parameters are sharded DTensors and so are their shadows: every
+update is elementwise on each rank's shard. `state_dict` then holds DTensors (the training loop gathers them for
+the checkpoint, hope.train.sharding) and `load_state_dict` takes full tensors and keeps each rank's shard.
+
 ``decay = 0`` disables the EMA (architecture.md §5): no shadow is kept, ``update`` and ``copy_to`` do nothing and
 ``swapped_in`` yields the live weights unchanged, so evaluation "with EMA" is evaluation of the live weights.
 """
@@ -16,6 +20,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from hope.train.sharding import shard_like
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -159,7 +165,7 @@ class EMA:
                 raise ValueError(f"EMA {kind} names do not match the model: missing {missing[:5]}, "
                                  f"unexpected {extra[:5]}")
             for n, t in theirs.items():
-                ours[n].copy_(t)
+                ours[n].copy_(shard_like(t, ours[n]))  # a full tensor: cut to this rank's shard under FSDP
         self.num_updates = int(state_dict["num_updates"])
 
     @staticmethod

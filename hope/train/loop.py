@@ -34,11 +34,18 @@ metrics log has one schema (`hope.runs.METRICS_SCHEMA`): a `"split": "train"` re
 `"split": "val"` record per periodic validation, and two `"final": true` records (val and train) at the end; with
 `tensorboard=DIR` the same numbers go to TensorBoard. Under torchrun only rank 0 writes;
 the step loss, the skip decision and the stop decision are all-reduced so every rank takes the same path.
+
+Under torchrun the model is replicated with DDP, or with `distributed: fsdp` sharded with FSDP2
+(hope.train.sharding): then parameters, gradients, optimiser state, EMA shadows and the slow level's gradient
+sums are DTensor shards, every rank runs the same number of forward calls (evaluation included: each call
+all-gathers), the checkpoint is gathered to the single-process format (resume loads it under DDP, FSDP or one
+process alike), and the returned model is a plain copy of the full weights.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import os
@@ -70,6 +77,8 @@ from hope.runtime import DistInfo, autocast, init_distributed, resolve_device, s
 from hope.train.ema import EMA
 from hope.train.optim import build_optimizer, set_lr
 from hope.train.schedule import lr_at
+from hope.train.sharding import (average_gradients, full_model_state, full_value, gather_full, load_full_model_state,
+                                 local, shard_like, shard_model, shard_optimizer_state)
 from hope.train.stream import StreamBatches, WindowBatches
 
 SLOW_LEVEL = ".cms.slow."  # parameter-name marker of the slow CMS level
@@ -204,10 +213,10 @@ class _Progress:
 
 def _grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Global gradient norm of `params`, clipping to `max_norm` when it is > 0."""
-    if max_norm > 0:
-        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    if max_norm > 0:  # FSDP: the norm of the sharded gradients, reduced across ranks (a replicated DTensor)
+        return full_value(torch.nn.utils.clip_grad_norm_(params, max_norm))
     grads = [p.grad for p in params if p.grad is not None]
-    return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+    return full_value(torch.nn.utils.get_total_norm(grads)) if grads else torch.zeros(())
 
 
 def _check_resumable(ckpt: dict[str, Any], stored: Config, model: torch.nn.Module, cfg: Config, path: Any) -> None:
@@ -301,7 +310,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | P
     run.run_log = run_log
     if resume is not None:
         _restore(run, resume)
-    run.run_model = _wrap(run.model, cfg, info, device)  # after the restore: DDP broadcasts the loaded weights
+    run.run_model = _wrap(run, cfg, info, device)  # after the restore: DDP broadcasts the loaded weights
     run.batches = _batches(run, resume)  # the loader draws its base seed from the torch RNG: before its restore
     if run.saved_rng:
         _set_rng_state(run.saved_rng)
@@ -375,7 +384,19 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | P
     result.checkpoint = _checkpoint(run, step)
     if run.ema.enabled:  # evaluation-time users of the returned model get the EMA weights, as from the checkpoint
         run.ema.copy_to(run.model)
+    if run.sharded:  # the sharded module needs the process group, which ends with train(): hand back full weights
+        result.model = _plain_copy(run)
     return result
+
+
+def _plain_copy(run: _Run) -> torch.nn.Module:
+    """An unsharded model with the FSDP model's full weights (and schedules), on every rank. Collective."""
+    state = full_model_state(run.model, all_ranks=True)
+    with torch.random.fork_rng(devices=[]):  # building initialises weights: leave the caller's RNG as it was
+        plain = build_model(run.cfg)
+    plain.load_state_dict(state)
+    plain.set_schedules(run.model.mem_gate, run.model.surprise_scale)
+    return plain.to(run.device).train(run.model.training)
 
 
 # ----------------------------------------------------------------------------- setup and resume
@@ -385,7 +406,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, *, resume: str | P
 class _Run:
     """What one training run holds between optimiser steps: built by `_setup`, filled by `_restore`, saved by
     `_checkpoint`. `run_model` is `model` compiled and/or DDP-wrapped (what the forward pass calls); `model` is
-    the module whose weights are saved."""
+    the module whose weights are saved (with `sharded`, FSDP2-sharded in place: `run_model` wraps no further)."""
 
     cfg: Config
     device: torch.device
@@ -411,6 +432,8 @@ class _Run:
     batches: WindowBatches | StreamBatches | None = None  # set by `_batches`
     run_log: MetricsLog | None = None  # rank 0's metrics log (hope.runs), None when not saving
     control_group: Any = None  # torchrun: the gloo group of the per-step stop flag (None: the default group)
+    sharded: bool = False  # torchrun with distributed: fsdp (hope.train.sharding)
+    replicated: list[torch.Tensor] = field(default_factory=list)  # FSDP: the scalar parameters left unsharded
 
     @property
     def slow_params(self) -> list[torch.Tensor]:
@@ -435,7 +458,12 @@ def _setup(cfg: Config, device: torch.device, info: DistInfo, *, corpus: Corpus 
     if cfg.debug_anomaly:
         torch.autograd.set_detect_anomaly(True)
 
+    sharded = info.enabled and cfg.distributed == "fsdp"
+    if sharded and model is not None:
+        model = copy.deepcopy(model)  # fully_shard works in place: leave the caller's module usable
     model = (model if model is not None else build_model(cfg)).to(device)
+    replicated = shard_model(model) if sharded else []  # before anything holds the parameters: the optimisers,
+    # EMA shadows and slow-level sums must hold the shards
     main_named, slow_named = split_slow_params(model, cfg)
     # M3's slow momentum period is the slow level's period: one name per concept (update_frequencies.optimizer_step)
     opt_args = dict(lr=cfg.lr, base_momentum=cfg.base_momentum, weight_decay=cfg.weight_decay, beta2=cfg.beta2,
@@ -457,7 +485,7 @@ def _setup(cfg: Config, device: torch.device, info: DistInfo, *, corpus: Corpus 
                optimizer=optimizer, slow_optimizer=slow_optimizer, main_params=[p for _, p in main_named],
                slow_named=slow_named, slow_grads={n: torch.zeros_like(p) for n, p in slow_named}, scaler=scaler,
                use_scaler=use_scaler, ema=ema, meta=meta, save=save, log=verbose and info.is_main,
-               control_group=control_group)
+               control_group=control_group, sharded=sharded, replicated=replicated)
     _device_resident(run)
     return run
 
@@ -482,17 +510,24 @@ def _device_resident(run: _Run) -> None:
 def _restore(run: _Run, resume: str | Path) -> None:
     """Load a checkpoint written by `_checkpoint` into `run` (weights, optimisers, slow level, scaler, EMA,
     meta-learner, step, RNG states)."""
-    ckpt = load_checkpoint(resume, map_location=run.device)
+    # FSDP: every rank reads the full checkpoint into host memory and keeps its shards on the device
+    ckpt = load_checkpoint(resume, map_location="cpu" if run.sharded else run.device)
     _check_resumable(ckpt, checkpoint_config(ckpt, resume), run.model, run.cfg, resume)
     try:
-        run.model.load_state_dict(ckpt["model"])
+        if run.sharded:
+            load_full_model_state(run.model, ckpt["model"])
+        else:
+            run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
         if run.slow_optimizer is not None:
             if not ckpt.get("slow_optimizer"):
                 raise ValueError("it has no slow-level optimiser (was update_frequencies.optimizer_step 1?)")
             run.slow_optimizer.load_state_dict(ckpt["slow_optimizer"])
             for name, saved in (ckpt.get("slow_grads") or {}).items():
-                run.slow_grads[name].copy_(saved)
+                run.slow_grads[name].copy_(shard_like(saved, run.slow_grads[name]))
+        for opt in (run.optimizer, run.slow_optimizer):
+            if opt is not None and run.sharded:
+                shard_optimizer_state(opt)
             run.slow_count = torch.tensor(int(ckpt.get("slow_count") or 0), device=run.device)
         if run.use_scaler and ckpt.get("scaler"):
             run.scaler.load_state_dict(ckpt["scaler"])
@@ -510,12 +545,13 @@ def _restore(run: _Run, resume: str | Path) -> None:
     run.saved_streams = ckpt.get("stream")
 
 
-def _wrap(model: torch.nn.Module, cfg: Config, info: DistInfo, device: torch.device) -> torch.nn.Module:
-    """What the forward pass calls: `model`, compiled when `compile`, DDP-wrapped under torchrun."""
-    run_model = model
+def _wrap(run: _Run, cfg: Config, info: DistInfo, device: torch.device) -> torch.nn.Module:
+    """What the forward pass calls: `run.model`, compiled when `compile`, DDP-wrapped under torchrun unless it is
+    FSDP-sharded already (`_setup`)."""
+    run_model = run.model
     if cfg.compile:
-        run_model = compile_model(model)
-    if info.enabled:
+        run_model = compile_model(run_model)
+    if info.enabled and not run.sharded:
         run_model = DistributedDataParallel(run_model, device_ids=[device.index] if device.type == "cuda" else None)
     return run_model
 
@@ -570,8 +606,8 @@ def _set_step_lr(run: _Run, step: int) -> float:
 
 
 def _accumulate_gradients(run: _Run, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward and backward `grad_accum_steps` micro-batches (DDP syncs on the last) -> (mean loss, token sums),
-    both float64 tensors on the device, not read here.
+    """Forward and backward `grad_accum_steps` micro-batches (DDP and FSDP reduce the gradients on the last) ->
+    (mean loss, token sums), both float64 tensors on the device, not read here.
 
     Each micro-batch starts from the state its slot carries (None: fresh) and hands its new state back, detached
     (`stream.use`; the plain windows carry nothing)."""
@@ -582,11 +618,15 @@ def _accumulate_gradients(run: _Run, step: int) -> tuple[torch.Tensor, torch.Ten
         x, y, state = run.batches.take(step, micro)
         x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
         sync = not info.enabled or micro == accum - 1
-        with run.run_model.no_sync() if not sync else contextlib.nullcontext():
+        if run.sharded:  # FSDP2's no_sync: accumulate unsharded gradients, reduce-scatter on the last micro-batch
+            run.model.set_requires_gradient_sync(sync)
+        with run.run_model.no_sync() if not sync and not run.sharded else contextlib.nullcontext():
             with autocast(run.device, run.cfg.amp, run.cfg.amp_dtype):
                 logits, loss, state = run.run_model(x, y, state=state)
             run.scaler.scale(loss / accum).backward()  # micro-batches of equal size: mean of means
         run.batches.carry(micro, state)
+        if run.sharded and sync:  # what fully_shard left replicated, averaged as DDP would
+            average_gradients(run.replicated, info.world_size)
         loss_sum += loss.detach().double() / accum  # what loss.item() / accum summed in Python floats
         step_sums += token_sums(logits.detach(), y)
     return loss_sum, step_sums
@@ -602,8 +642,8 @@ def _guard(run: _Run, loss: torch.Tensor, stop: _StopSignal) -> tuple[torch.Tens
     run.scaler.unscale_(run.optimizer)
     grad_norm = _grad_norm(run.main_params, run.cfg.grad_clip_norm)
     ok = torch.isfinite(loss) & torch.isfinite(grad_norm.to(run.device))
-    slow_grads = [p.grad for p in run.slow_params if p.grad is not None]
-    if slow_grads:
+    slow_grads = [local(p.grad) for p in run.slow_params if p.grad is not None]  # FSDP: this rank's shards,
+    if slow_grads:  # and the all-reduce of `ok` below makes it every rank's
         ok = ok & torch.stack([torch.isfinite(g).all() for g in slow_grads]).all()
     stopping = stop.received is not None
     if run.info.enabled:  # every rank must skip, stop and log alike
@@ -783,10 +823,14 @@ def _evaluate(run: _Run, step: int, data: torch.Tensor) -> dict[str, float]:
     cfg = run.cfg
     _set_schedules(run, step)
     with run.ema.swapped_in(run.model):
-        return evaluate_lm(run.model, data, seq_len=cfg.seq_len, batch_size=cfg.batch_size, device=run.device,
-                           amp=cfg.amp, amp_dtype=cfg.amp_dtype, track_ppl=cfg.metrics.track_ppl,
-                           track_accuracy=cfg.metrics.track_accuracy, rank=run.info.rank,
-                           world_size=run.info.world_size, max_windows=cfg.eval_batches * cfg.batch_size)
+        metrics = evaluate_lm(run.model, data, seq_len=cfg.seq_len, batch_size=cfg.batch_size, device=run.device,
+                              amp=cfg.amp, amp_dtype=cfg.amp_dtype, track_ppl=cfg.metrics.track_ppl,
+                              track_accuracy=cfg.metrics.track_accuracy, rank=run.info.rank,
+                              world_size=run.info.world_size, max_windows=cfg.eval_batches * cfg.batch_size,
+                              lockstep=run.sharded)
+        if run.sharded:  # FSDP2 leaves the root's parameters gathered after a forward that no backward follows:
+            run.model.reshard()  # shards again, as the EMA swap-back and the optimiser expect
+    return metrics
 
 
 def _write_record(run: _Run, record: dict) -> None:
@@ -799,14 +843,18 @@ def _checkpoint(run: _Run, step: int) -> Path | None:
     if not run.save:
         return None
     streams = run.batches.state_dict(step) if run.batches is not None else None  # collective under torchrun
-    if not run.info.is_main:
-        return None
     cfg, model = run.cfg, run.model
     has_slow = run.slow_optimizer is not None
-    payload = {"model_type": cfg.model_type, "config": config_to_dict(cfg), "model": model_state(model),
-               "ema": run.ema.state_dict() if run.ema.enabled else None, "optimizer": run.optimizer.state_dict(),
-               "slow_optimizer": run.slow_optimizer.state_dict() if has_slow else None,
-               "slow_grads": dict(run.slow_grads) if has_slow else None, "slow_count": int(run.slow_count),
+    state = {"ema": run.ema.state_dict() if run.ema.enabled else None, "optimizer": run.optimizer.state_dict(),
+             "slow_optimizer": run.slow_optimizer.state_dict() if has_slow else None,
+             "slow_grads": dict(run.slow_grads) if has_slow else None}
+    if run.sharded:  # gathered on every rank (collectives), kept on rank 0: the single-process format
+        full = {"model": full_model_state(model), **(gather_full(state, keep=run.info.is_main) or {})}
+    if not run.info.is_main:
+        return None
+    if not run.sharded:
+        full = {"model": model_state(model), **state}
+    payload = {"model_type": cfg.model_type, "config": config_to_dict(cfg), **full, "slow_count": int(run.slow_count),
                "scaler": run.scaler.state_dict() if run.use_scaler else None, "step": step, "rng": _rng_state(),
                "meta": run.meta.state_dict() if run.meta is not None else None, "stream": streams,
                "params": model.num_params()}
