@@ -182,3 +182,30 @@ def test_compiled_chunk_step_matches_eager():
     compiled = _smt_grads(smt, x, 16)
     for a, b in zip(eager, compiled):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_compiled_model_matches_eager():
+    """`compile: true` (hope.models.compile_model): the whole model compiled around the eager chunk loop gives the
+    eager loss and gradients."""
+    from hope.config import UpdateFrequencies
+    from hope.models import compile_model
+
+    cfg = Config(dim=32, depth=1, num_heads=2, seq_len=32, max_len=32, attn_window=8, memory_capacity=8, top_k=2,
+                 update_frequencies=UpdateFrequencies(mem_write=8, error_update=16))
+    validate(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    data = torch.randint(0, 256, (2, 33), generator=torch.Generator().manual_seed(0))
+
+    def loss_and_grads(forward) -> tuple[torch.Tensor, ...]:
+        model.zero_grad(set_to_none=True)
+        _, loss, _ = forward(data[:, :-1], data[:, 1:])
+        loss.backward()
+        return (loss.detach(), *(p.grad.clone() for p in model.parameters() if p.grad is not None))
+
+    eager = loss_and_grads(model)
+    compiled = loss_and_grads(compile_model(model))
+    assert len(eager) == len(compiled) > 20
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
