@@ -525,10 +525,10 @@ def _restore(run: _Run, resume: str | Path) -> None:
             run.slow_optimizer.load_state_dict(ckpt["slow_optimizer"])
             for name, saved in (ckpt.get("slow_grads") or {}).items():
                 run.slow_grads[name].copy_(shard_like(saved, run.slow_grads[name]))
+            run.slow_count = torch.tensor(int(ckpt.get("slow_count") or 0), device=run.device)
         for opt in (run.optimizer, run.slow_optimizer):
             if opt is not None and run.sharded:
                 shard_optimizer_state(opt)
-            run.slow_count = torch.tensor(int(ckpt.get("slow_count") or 0), device=run.device)
         if run.use_scaler and ckpt.get("scaler"):
             run.scaler.load_state_dict(ckpt["scaler"])
         if run.ema.enabled and ckpt.get("ema"):
