@@ -22,7 +22,7 @@ from hope.data.corpus import load_corpus, synthetic_corpus
 from hope.data.recall import chance_level, make_episode
 from hope.errors import HopeError
 from hope.eval import long as long_eval
-from hope.eval.binned import bins_of, parse_lengths
+from hope.eval.binned import binned_loss, bins_of, parse_lengths
 from hope.eval.long import parse_gaps, recall_prob, write_distance
 from hope.models import build_model
 
@@ -188,7 +188,7 @@ def test_binned_csv_partitions_positions_and_matches_direct(ckpts, data_file, tm
     with out.open() as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames == ["bin_start", "bin_end", "loss", "ppl", "tokens", "model_type", "checkpoint",
-                                     "step", "data", "max_len", "attn_window"]
+                                     "step", "data", "max_len", "attn_window", "mem_write"]
         rows = list(reader)
     assert len(rows) == 2 * len(lengths)
     val = load_corpus(data_file).val
@@ -264,3 +264,25 @@ def test_recall_keys_script_finds_every_query_and_its_distractors(ckpts, data_fi
     script.main()
     out = capsys.readouterr().out
     assert "2 rows of 65 bytes, 3 pairs each" in out and "p(own value)" in out
+
+
+def test_binned_mem_write_gate_freezes_the_memories(ckpts, data_file, tmp_path, capsys) -> None:
+    """`--mem_write 0`: HOPE evaluated with every write gated off equals the model with its gate set to 0 by hand,
+    differs from the default evaluation, and says so in its rows; a gate outside [0, 1] is exit status 2."""
+    args = ["--ckpt", str(ckpts["hope"]), "--data", str(data_file), "--lengths", "16,64", "--windows", "2",
+            "--batch_size", "2", "--device", "cpu"]
+    rows = {}
+    for gate in (None, "0"):
+        out = tmp_path / f"binned_{gate}.csv"
+        assert eval_binned.main(args + ["--out", str(out)] + (["--mem_write", gate] if gate else [])) == 0
+        with out.open() as f:
+            rows[gate] = list(csv.DictReader(f))
+    assert [float(r["mem_write"]) for r in rows["0"]] == [0.0, 0.0] and float(rows[None][0]["mem_write"]) == 1.0
+    assert rows["0"][1]["loss"] != rows[None][1]["loss"]
+    model, _, _ = load_model(ckpts["hope"], "cpu")
+    model.set_schedules(0.0, model.surprise_scale)
+    val = load_corpus(data_file).val
+    frozen = binned_loss(model, val, [16, 64], windows=2, batch_size=2)
+    assert [round(r["loss"], 6) for r in frozen] == [round(float(r["loss"]), 6) for r in rows["0"]]
+    assert eval_binned.main(args + ["--out", str(tmp_path / "bad.csv"), "--mem_write", "1.5"]) == 2
+    assert "--mem_write is a gate in [0, 1]" in capsys.readouterr().err

@@ -7,8 +7,8 @@ Run as:
 
 Reads --samples (alias --windows) validation windows of max(lengths) + 1 bytes (streaming across segments when longer than
 seq_len), and writes --out (default reports/binned_ppl.csv) with header
-bin_start,bin_end,loss,ppl,tokens,model_type,checkpoint,step,data,max_len,attn_window: one row per bin [0,64),
-[64,128), ... and checkpoint.
+bin_start,bin_end,loss,ppl,tokens,model_type,checkpoint,step,data,max_len,attn_window,mem_write: one row per bin
+[0,64), [64,128), ... and checkpoint. `--mem_write 0` evaluates HOPE with its memory writes off (what the writes carry).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 from hope.cli.args import add_samples_arg, new_parser, run
 
 COLUMNS = ("bin_start", "bin_end", "loss", "ppl", "tokens", "model_type", "checkpoint", "step", "data", "max_len",
-           "attn_window")
+           "attn_window", "mem_write")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_samples_arg(parser, 64, "validation windows", "--windows")
     parser.add_argument("--batch_size", type=int, default=8, help="windows per forward pass")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--mem_write", type=float, default=None,
+                        help="HOPE: gate every memory write at this value in [0, 1] during the evaluation (0: memories "
+                             "frozen at their learned initial state; default: the checkpoint's schedule)")
     parser.add_argument("--out", default="reports/binned_ppl.csv", help="CSV to write")
     return parser
 
@@ -46,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
         lengths = parse_lengths(args.lengths)
         check_writable([args.out])  # before minutes of evaluation, not after
-        rows = binned_rows(split_paths(args.ckpt), args.data, lengths, args.samples, args.batch_size, args.device)
+        rows = binned_rows(split_paths(args.ckpt), args.data, lengths, args.samples, args.batch_size, args.device,
+                           mem_write=args.mem_write)
         path = write_csv(args.out, rows, COLUMNS)
         print(f"wrote {path}")
         return 0

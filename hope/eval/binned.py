@@ -96,9 +96,13 @@ def binned_loss(model: torch.nn.Module, data: torch.Tensor, lengths: Sequence[in
 
 def binned_rows(checkpoints: Sequence[str], data: str | None, lengths: Sequence[int], windows: int | None = 64,
                 batch_size: int = 8, device: str = "auto", amp: bool = False, amp_dtype: str = "bf16",
-                log: Callable[[str], None] = print) -> list[dict]:
-    """Rows {bin_start, bin_end, loss, ppl, tokens, model_type, checkpoint, step, data, max_len, attn_window} for
-    every checkpoint (step: its training step; max_len/attn_window: how far its attention sees).
+                log: Callable[[str], None] = print, mem_write: float | None = None) -> list[dict]:
+    """Rows {bin_start, bin_end, loss, ppl, tokens, model_type, checkpoint, step, data, max_len, attn_window,
+    mem_write} for every checkpoint (step: its training step; max_len/attn_window: how far its attention sees).
+
+    `mem_write` gates every memory write of a HOPE model during the evaluation (0: the memories stay at their
+    learned initial state, so the difference to the default shows what the in-context writes carry, bin by
+    bin); None keeps the checkpoint's schedule. The baseline has no memory: its rows say None.
 
     Windows come from the validation split of `data`, else of each checkpoint's training data, else the synthetic
     corpus (then the one it was trained on, by its seed).
@@ -111,6 +115,11 @@ def binned_rows(checkpoints: Sequence[str], data: str | None, lengths: Sequence[
     rows = []
     for path in checkpoints:
         model, cfg, ckpt = load_model(path, dev)
+        gate = None if cfg.model_type != "hope" else model.mem_gate if mem_write is None else mem_write
+        if gate is not None:
+            if not 0.0 <= gate <= 1.0:
+                raise HopeError(f"--mem_write is a gate in [0, 1], got {gate}")
+            model.set_schedules(gate, model.surprise_scale)
         if not data and cfg.data and not Path(cfg.data).is_file():
             raise HopeError(f"the checkpoint's training data {cfg.data} is not there; pass --data PATH")
         corpus = load_corpus(data if data else cfg.data, seed=cfg.seed)
@@ -120,7 +129,7 @@ def binned_rows(checkpoints: Sequence[str], data: str | None, lengths: Sequence[
         for row in binned_loss(model, corpus.val, lengths, windows, batch_size, dev, amp, amp_dtype):
             rows.append({**row, "model_type": cfg.model_type, "checkpoint": str(path), "step": ckpt.get("step"),
                          "data": str(data or cfg.data or "synthetic"), "max_len": cfg.max_len,
-                         "attn_window": cfg.attn_window})
+                         "attn_window": cfg.attn_window, "mem_write": gate})
             log(f"{cfg.model_type} {path} [{row['bin_start']}, {row['bin_end']}): loss {row['loss']:.4f} "
                 f"ppl {row['ppl']:.3f}")
         del model
