@@ -71,7 +71,8 @@ def make_train_step(cfg: Config, device: torch.device, seed: int = 0, compile_mo
 def train_case(hope_cfg: Config, seq_len: int, reps: int, device: torch.device, compile_model: bool = False
                ) -> dict[str, Any]:
     """Training throughput of HOPE and the matched baseline at `seq_len`, interleaved in this process."""
-    cfgs = pair(at_seq(hope_cfg, seq_len))
+    cfgs = pair(at_seq(hope_cfg, seq_len))  # and HOPE with recompute_memory (what its memory saving costs)
+    cfgs = {**cfgs, "hope_recompute": dataclasses.replace(cfgs["hope"], recompute_memory=True)}
     steps = {name: make_train_step(cfg, device, compile_model=compile_model)[0] for name, cfg in cfgs.items()}
     times = interleaved(steps, reps, device)
     tokens = cfgs["hope"].batch_size * seq_len

@@ -251,13 +251,14 @@ def table(results: dict[str, Any]) -> str:
                          + f" | {h['compute_ops']:,} | {b['compute_ops']:,} |")
     if results.get("train"):
         lines += ["", "Training throughput (forward + backward + AdamW step; medians, interleaved):", "",
-                  "| seq_len | batch | HOPE tok/s | baseline tok/s | HOPE/baseline (wall) | (CPU time) | HOPE params | "
-                  "baseline params (depth, ff_mult) |", "|---|---|---|---|---|---|---|---|"]
+                  "| seq_len | batch | HOPE tok/s | baseline tok/s | HOPE/baseline (wall) | (CPU time) | HOPE with "
+                  "recompute_memory tok/s | HOPE params | baseline params (depth, ff_mult) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in results["train"]:
-            h, b = r["hope"], r["baseline"]
+            h, b, hr = r["hope"], r["baseline"], r.get("hope_recompute", {})
             lines.append(f"| {r['seq_len']} | {r['batch_size']} | {h['tokens_per_s']:.0f} | {b['tokens_per_s']:.0f} | "
-                         f"{r['ratio']:.2f} | {_f(r.get('cpu_ratio'), '{:.2f}')} | {h['params']:,} | "
-                         f"{b['params']:,} ({b['depth']}, {b['ff_mult']}) |")
+                         f"{r['ratio']:.2f} | {_f(r.get('cpu_ratio'), '{:.2f}')} | {_f(hr.get('tokens_per_s'))} | "
+                         f"{h['params']:,} | {b['params']:,} ({b['depth']}, {b['ff_mult']}) |")
     tm = results.get("train_memory")
     if isinstance(tm, list) and tm:
         lines += ["", "Training peak memory (fresh process per case; peak RSS, and the rise over the built model "

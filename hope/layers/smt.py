@@ -106,7 +106,7 @@ class SelfModifyingMemory(nn.Module):
             self.q_proj.weight.copy_(torch.eye(dim))
         self.out_norm = nn.RMSNorm(d)
         self.proj = nn.Linear(dim, dim, bias=False)
-        self.recompute = False  # `recompute_memory`: recompute each chunk's step in backward (less memory, more time)
+        self.recompute = False  # `recompute_memory`: recompute each chunk's step in backward (less memory, ~1.3x the step)
         self._compiled_step = None  # set by compile_step()
 
     def prior(self, dtype: torch.dtype) -> tuple[Tensor, ...]:
