@@ -116,7 +116,7 @@ def run(mode_name: str = "quick", *, config: str | Path = ROOT / "configs" / "ex
             results["ops"] = []
             for seq in mode.ops_seqs:
                 log(f"[bench] dispatched ops per training step, seq_len {seq} ...")
-                results["ops"].append(cases.ops_case(cfg, seq))
+                results["ops"].append(cases.ops_case(cfg, seq, generation=seq == mode.ops_seqs[0]))
         if "train" in sections:
             results["train"] = []
             for seq, reps in zip(mode.train_seqs, mode.train_reps):
@@ -249,6 +249,11 @@ def table(results: dict[str, Any]) -> str:
             lines.append(f"| {r['seq_len']} | {h['ops']:,} | {b['ops']:,} | {r['ratio']:.1f}x | "
                          + ("<= 4x" if r["seq_len"] == 256 else "sublinear in seq_len")
                          + f" | {h['compute_ops']:,} | {b['compute_ops']:,} |")
+        gen = [r for r in results["ops"] if "generation_ops_per_byte" in r["hope"]]
+        if gen:
+            h, b = gen[0]["hope"]["generation_ops_per_byte"], gen[0]["baseline"]["generation_ops_per_byte"]
+            lines += ["", f"Generation: {h:,.0f} ops per byte for HOPE, {b:,.0f} for the baseline ({h / b:.1f}x; one "
+                      "single-token forward with the carried state, mean over 32 bytes)."]
     if results.get("train"):
         lines += ["", "Training throughput (forward + backward + AdamW step; medians, interleaved):", "",
                   "| seq_len | batch | HOPE tok/s | baseline tok/s | HOPE/baseline (wall) | (CPU time) | HOPE with "

@@ -39,6 +39,8 @@ def test_tiny_suite_runs_every_section(tiny_results: dict, tmp_path) -> None:
         assert row["hope"]["ops"] > row["hope"]["compute_ops"] > 0 and row["baseline"]["ops"] > 0
         assert row["ratio"] == row["hope"]["ops"] / row["baseline"]["ops"]
     assert [t["target"] for t in r["targets"]][:1] == ["ops_sublinear"]  # no seq_len 256 row in tiny mode
+    assert r["ops"][0]["hope"]["generation_ops_per_byte"] > r["ops"][0]["baseline"]["generation_ops_per_byte"] > 0
+    assert "generation_ops_per_byte" not in r["ops"][1]["hope"]
     assert [row["seq_len"] for row in r["train"]] == list(suite.MODES["tiny"].train_seqs)
     for row in r["train"]:
         assert row["hope"]["tokens_per_s"] > 0 and row["baseline"]["tokens_per_s"] > 0

@@ -53,6 +53,8 @@ class SlidingWindowAttention(nn.Module):
         drop = self.dropout if self.training else 0.0
         if past == 0 and T <= self.window:  # the window reaches back to the start: plain causal attention
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
+        elif T == 1 and past < self.window:  # one query (generation) and a cache inside its window: every key counts
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
         else:  # block-local (hope.ops.attention): memory O(T * window), no (T, L+T) mask
             y = sliding_window_attention(q, k, v, self.window, dropout_p=drop)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
