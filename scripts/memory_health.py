@@ -1,7 +1,9 @@
 """Is the memory alive? Reads a stream of text through a HOPE model and prints, per block, what
 docs/architecture.md §3b asks of a memory (invariant 10 and live surprise): how far each box's fast weight moved
 from its prior, whether the k and v boxes are different maps, and the spread of the normalised surprise along
-the text (overall and in the stream's first chunk).
+the text (overall and in the stream's first chunk), and the learned gates along it: the mean inner rate
+sigmoid(eta logit) (before surprise) and the mean retention alpha with its half-life in bytes (how far back a write
+survives: docs/results.md §2).
 
 Run as:
     python scripts/memory_health.py --data data/tiny_shakespeare.txt                 # the default config at init
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +28,11 @@ from hope.ops.memory import box_apply
 
 def health(model: torch.nn.Module, text: torch.Tensor, seed: int = 0) -> list[dict[str, float]]:
     surprises: list[list[torch.Tensor]] = [[] for _ in model.blocks]
+    gates: list[list[torch.Tensor]] = [[] for _ in model.blocks]  # (B, L, 2H) logits: H inner rates, H retentions
     hooks = [b.smt.register_forward_hook(lambda _m, _a, out, i=i: surprises[i].append(out[1]))
              for i, b in enumerate(model.blocks)]
+    hooks += [b.smt.gates.register_forward_hook(lambda _m, _a, out, i=i: gates[i].append(out))
+              for i, b in enumerate(model.blocks)]
     with torch.no_grad():
         _, _, state = model(text[None].long())
     for h in hooks:
@@ -49,6 +55,11 @@ def health(model: torch.nn.Module, text: torch.Tensor, seed: int = 0) -> list[di
         first = s[:smt.chunk]
         row.update(surprise_std=s.std().item(), surprise_p05=s.quantile(0.05).item(),
                    surprise_p95=s.quantile(0.95).item(), first_chunk_surprise_std=first.std().item())
+        logits = torch.cat(gates[i], dim=1)[0].view(-1, 2, smt.num_heads)  # (L, 2, H)
+        eta, alpha = torch.sigmoid(logits[:, 0]), 1 - model.mem_gate * (1 - torch.sigmoid(logits[:, 1]))
+        mean_alpha = alpha.mean().item()
+        row.update(mean_eta=eta.mean().item(), mean_retention=mean_alpha, min_retention=alpha.min().item(),
+                   retention_half_life=math.log(0.5) / math.log(mean_alpha) if mean_alpha < 1 else math.inf)
         rows.append(row)
     return rows
 

@@ -49,3 +49,5 @@ def test_memory_health_reports_every_block(tmp_path, capsys):
     assert [r["block"] for r in rows] == [0, 1]
     for r in rows:
         assert r["moved_memory"] > 0 and 0 <= r["abs_cos_k_v"] < 0.5 and r["surprise_std"] > 0
+        # at init: eta = sigmoid(0 +- small) ~ 0.5, retention sigmoid(8.5) = 1 - 2.0e-4: half-life ~3400 bytes
+        assert 0.45 < r["mean_eta"] < 0.55 and 3000 < r["retention_half_life"] < 3900
