@@ -3,7 +3,8 @@
 One module serves both models: HOPE's short-term memory (window = `attn_window`) and the baseline's full
 attention (window = `max_len`, which then slides past `max_len` as real Transformers do). The cache holds the
 last `window - 1` keys/values, so processing a stream segment by segment equals one pass over it. Past the window
-(a cache, or T > window) the attention is block-local (hope.ops.attention: memory O(T * window), not O(T^2)).
+(a cache, or T > window) the attention is block-local (hope.ops.attention: memory O(T * window), not O(T^2)),
+except one query against a cache inside its window (generation), which needs no mask at all.
 """
 
 from __future__ import annotations
