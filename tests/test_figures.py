@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hope.cli import plot_reports as plot_cli
+from hope.data import mqar
 from hope.report import plots
 from hope.report.writers import write_csv
 
@@ -131,9 +132,9 @@ def test_compare_and_heatmap_captions(tmp_path, figures):
 def test_recall_curve_draws_mqar_accuracy_with_chance_and_repeat_levels(tmp_path, figures):
     from hope.cli.track_long import MQAR_COLUMNS
 
-    rows = [{"gap": gap, "accuracy": acc, "value_prob": acc / 2, "chance": 1 / 64, "repeat": 1 / pairs,
-             "pairs": pairs, "trials": 64, "model_type": model, "checkpoint": f"{model}.pt", "step": 300,
-             "data": "mqar random bytes"}
+    rows = [{"gap": gap, "accuracy": acc, "first_accuracy": acc, "value_prob": acc / 2, "chance": 1 / 64,
+             "repeat": 1 / pairs, "elimination": mqar.elimination_level(pairs), "pairs": pairs, "trials": 64,
+             "model_type": model, "checkpoint": f"{model}.pt", "step": 300, "data": "mqar random bytes"}
             for model in ("hope", "baseline") for pairs in (8, 16)
             for gap, acc in zip((0, 32, 256), (0.5, 0.3, 0.0))]
     write_csv(tmp_path / "mqar.csv", rows, MQAR_COLUMNS)
@@ -144,7 +145,13 @@ def test_recall_curve_draws_mqar_accuracy_with_chance_and_repeat_levels(tmp_path
     assert "chance (0.0156)" in lines
     assert list(lines["repeat-last-value level (1/P, P = 8 pairs per row)"].get_ydata()) == [0.125, 0.125]
     assert lines["repeat-last-value level (1/P, P = 16 pairs per row)"].get_ydata()[0] == 0.0625
+    assert lines["eliminate-answered level (H_P/P, P = 8)"].get_ydata()[0] == pytest.approx(761 / 2240)  # H_8 / 8
     assert list(lines["HOPE, P = 8"].get_xdata()) == [0, 32, 256]
     assert list(lines["Baseline, P = 16"].get_ydata())[:2] == [0.5, 0.3]
     assert "MQAR accuracy" in ax.get_ylabel()
     assert ax.get_ylim()[0] < 1 / 64 and ax.get_ylim()[1] >= 1.0
+    # a CSV from before the elimination column (plots.MQAR_COLUMNS: the required ones) still plots, without it
+    write_csv(tmp_path / "old.csv", [{k: r[k] for k in plots.MQAR_COLUMNS} for r in rows], plots.MQAR_COLUMNS)
+    plots.plot_recall_curve(tmp_path / "old.csv", tmp_path / "old.png")
+    labels = [line.get_label() for line in figures["old.png"].axes[0].get_lines()]
+    assert "chance (0.0156)" in labels and not [label for label in labels if label.startswith("eliminate")]

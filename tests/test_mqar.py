@@ -1,5 +1,6 @@
 """MQAR as a task: the generator's structure, the training rows and their ignored targets, the evaluation scored at
-exactly the answers (oracle and repeat-the-last-value stubs), the CLIs and their errors, and the recall figure.
+exactly the answers (oracle, repeat-the-last-value and eliminate-answered stubs), the CLIs and their errors, and
+the recall figure.
 """
 
 from __future__ import annotations
@@ -144,11 +145,12 @@ def test_config_keys_and_errors() -> None:
 
 class _Stub(nn.Module):
     """A 'model' that reads bytes one by one, carrying a key -> value table (a real lookup, the oracle) or only the
-    last value written before the first repeated key (`repeat`), and puts all its mass on its guess."""
+    last value written before the first repeated key (`repeat`), and puts all its mass on its guess; or (`eliminate`)
+    spreads its mass evenly over the written values not yet shown in the query half, looking no key up."""
 
-    def __init__(self, repeat: bool, seg: int = 16):
+    def __init__(self, repeat: bool, seg: int = 16, eliminate: bool = False):
         super().__init__()
-        self.repeat = repeat
+        self.repeat, self.eliminate = repeat, eliminate
         self.cfg = type("C", (), {"seq_len": seg})()
         self.w = nn.Parameter(torch.zeros(1))
 
@@ -168,7 +170,14 @@ class _Stub(nn.Module):
                 if byte in mqar.KEYS and byte in table:
                     state["asking"][b] = True
                 guess = state["last"][b] if self.repeat else table.get(byte, 0)
-                logits[b, t, guess] = 0.0
+                if state["asking"][b] and prev in mqar.KEYS and byte in mqar.VALUES:
+                    state.setdefault("shown", [set() for _ in range(B)])[b].add(byte)
+                if self.eliminate and state["asking"][b]:
+                    shown = state.get("shown", [set() for _ in range(B)])[b]
+                    for value in set(table.values()) - shown:
+                        logits[b, t, value] = 0.0
+                else:
+                    logits[b, t, guess] = 0.0
                 state["prev"][b] = byte
         return logits, None, state
 
@@ -181,6 +190,19 @@ def test_oracle_scores_one_and_repeat_scores_one_over_p(gap: int, monkeypatch) -
     repeat = mqar_accuracy(_Stub(repeat=True), 8, gap, trials=6, seed=1, device="cpu", batch_size=4)
     assert repeat["accuracy"] == pytest.approx(1 / 8) and repeat["value_prob"] == pytest.approx(1 / 8)
     assert repeat["chance"] == 1 / 64 and repeat["repeat"] == 1 / 8 and repeat["pairs"] == 8
+    assert oracle["first_accuracy"] == 1.0 and repeat["elimination"] == pytest.approx(761 / 2240)  # H_8 / 8
+
+
+def test_elimination_scores_its_level_and_nothing_on_the_first_query(monkeypatch) -> None:
+    """A model that only eliminates answered values gets p(value) = 1 / (P - i) at the i-th query: exactly the
+    elimination level on average, and 1/P at the first query; its top-1 (ties go to the lowest byte) is right
+    about as often. Its first-query accuracy stays near 1/P, far below a lookup's."""
+    monkeypatch.setattr(long_eval, "PIECE_TOKENS", 16)
+    out = mqar_accuracy(_Stub(repeat=False, eliminate=True), 8, 5, trials=160, seed=3, device="cpu", batch_size=32)
+    assert out["value_prob"] == pytest.approx(mqar.elimination_level(8), abs=1e-6)
+    assert out["accuracy"] == pytest.approx(mqar.elimination_level(8), abs=0.05)
+    assert out["first_accuracy"] == pytest.approx(1 / 8, abs=0.07)
+    assert out["elimination"] == mqar.elimination_level(8) and mqar.elimination_level(1) == 1.0
 
 
 def test_accuracy_is_read_at_exactly_the_answers(monkeypatch) -> None:
@@ -239,7 +261,8 @@ def test_eval_long_mqar_prints_the_four_numbers(ckpt: Path, capsys) -> None:
     assert eval_long.main(["--ckpt", str(ckpt), "--task", "mqar", "--pairs", "4", "--gap", str(gap),
                            "--samples", "4", "--device", "cpu"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"accuracy", "value_prob", "chance", "repeat", "pairs", "trials", "gap", "model_type"}
+    assert set(out) == {"accuracy", "first_accuracy", "value_prob", "chance", "repeat", "elimination", "pairs",
+                        "trials", "gap", "model_type"}
     assert 0 <= out["accuracy"] <= 1 and 0 < out["value_prob"] < 1
     assert out["chance"] == 1 / 64 and out["repeat"] == 1 / 4 and out["pairs"] == 4 and out["gap"] == gap
 
@@ -252,7 +275,10 @@ def test_track_long_mqar_csv(ckpt: Path, tmp_path: Path, capsys) -> None:
     assert list(rows[0]) == list(track_long.MQAR_COLUMNS)
     assert [int(r["gap"]) for r in rows] == [0, 40]
     assert all(float(r["chance"]) == 1 / 64 and float(r["repeat"]) == 0.25 for r in rows)
-    assert "repeat-last-value" in capsys.readouterr().out
+    assert all(float(r["elimination"]) == mqar.elimination_level(4) for r in rows)
+    assert all(0 <= float(r["first_accuracy"]) <= 1 for r in rows)
+    printed = capsys.readouterr().out
+    assert "repeat-last-value" in printed and "eliminate-answered" in printed and "first query" in printed
 
 
 @pytest.mark.parametrize("argv,message", [

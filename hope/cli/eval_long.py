@@ -3,7 +3,7 @@
 Run as:
     hope-eval-long --gap 2048                                   # hope_checkpoint.pt, 64 episodes
     hope-eval-long --ckpt reports/baseline_checkpoint.pt --gap 512 --samples 128 --data data/tiny_shakespeare.txt
-    hope-eval-long --task mqar --pairs 8 --gap 1024             # key lookup: {accuracy, value_prob, chance, repeat}
+    hope-eval-long --task mqar --pairs 8 --gap 1024             # key lookup: {accuracy, first_accuracy, ...}
 
 Each episode writes a key/value pair, then `gap` bytes of filler text (validation split of --data, else of the
 checkpoint's data, else the synthetic corpus), then asks for the key; recall_prob is the mean probability the
@@ -12,8 +12,9 @@ max_len window, so at gaps beyond it its recall falls to chance (a note says so)
 
 `--task mqar` scores multi-query associative recall instead (hope.data.mqar): --pairs key/value pairs, a gap of
 random filler bytes, then every key again in a shuffled order. It prints accuracy (top-1 over a row's answers,
-averaged over rows), value_prob (mean p(value)), chance (1/64) and repeat (1/P, what repeating the last value
-written scores) on one line, so a copy cannot pass for a lookup.
+averaged over rows), first_accuracy (the same on each row's first query), value_prob (mean p(value)), chance
+(1/64), repeat (1/P, what repeating the last value written scores) and elimination (H_P/P, what answering with a
+written value not yet answered scores) on one line, so neither a copy nor an elimination passes for a lookup.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         (row,) = track_long([args.ckpt], [args.gap], args.samples, args.seed, args.data, args.device,
                             args.batch_size, log=notes_only, memory_capacity=args.memory_capacity, task=args.task,
                             pairs=args.pairs)
-        keys = (("accuracy", "value_prob", "chance", "repeat", "pairs") if args.task == "mqar" else
+        keys = (("accuracy", "first_accuracy", "value_prob", "chance", "repeat", "elimination", "pairs")
+                if args.task == "mqar" else
                 ("recall_prob", "chance"))
         print(json.dumps({k: row[k] for k in (*keys, "trials", "gap", "model_type")}))
         return 0

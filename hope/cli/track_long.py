@@ -13,8 +13,10 @@ episodes. Gaps may exceed max_len: the models stream the episode segment by segm
 window, so it cannot recall beyond it).
 
 `--task mqar` sweeps multi-query associative recall (hope.data.mqar) instead; the header is then
-gap,accuracy,value_prob,chance,repeat,pairs,trials,model_type,checkpoint,step,data, accuracy being the top-1
-accuracy over a row's answers averaged over rows, chance 1/64 and repeat 1/P (repeating the last value written).
+gap,accuracy,first_accuracy,value_prob,chance,repeat,elimination,pairs,trials,model_type,checkpoint,step,data,
+accuracy being the top-1 accuracy over a row's answers averaged over rows, first_accuracy the same on each row's
+first query (no answer shown yet), chance 1/64, repeat 1/P (repeating the last value written) and elimination
+H_P/P (answering with a written value not yet answered: a lookup beats it, and 1/P on the first query).
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ import sys
 from hope.cli.args import add_samples_arg, new_parser, run
 
 COLUMNS = ("gap", "recall_prob", "chance", "trials", "model_type", "checkpoint", "step", "data")
-MQAR_COLUMNS = ("gap", "accuracy", "value_prob", "chance", "repeat", "pairs", "trials", "model_type", "checkpoint",
-                "step", "data")
+MQAR_COLUMNS = ("gap", "accuracy", "first_accuracy", "value_prob", "chance", "repeat", "elimination", "pairs",
+                "trials", "model_type", "checkpoint", "step", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:

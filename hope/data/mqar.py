@@ -14,6 +14,12 @@ that repeats the last value written before the gap is right exactly once per row
 `repeat_level(P) = 1/P`, and one that knows only which bytes are values scores `chance_level() = 1/64`. An
 answer is a copy passed off as a lookup unless it beats both (anchors.md, "Associative recall").
 
+The query half shows every answer once it is scored, so a model can also *eliminate*: answer each query with one of
+the written values not yet answered, looking no key up. Its i-th query (of P) is right with probability 1/(P - i),
+so it scores `elimination_level(P) = H_P / P` (0.340 for P = 8), and nothing on the first query above 1/P. A
+matched Transformer plateaus exactly there (docs/results.md, §1): beating `elimination_level` overall, and 1/P on a
+row's first query (`first_accuracy` in hope.eval.long), is what makes a figure a lookup.
+
 Pure functions of a `random.Random`, so every row is reproducible from its seed (zoology's habit).
 """
 
@@ -39,6 +45,12 @@ def chance_level() -> float:
 def repeat_level(pairs: int) -> float:
     """Accuracy of a model that answers every query with the last value written: right once per row."""
     return 1.0 / pairs
+
+
+def elimination_level(pairs: int) -> float:
+    """Accuracy of a model that answers each query with a uniformly chosen written value not yet answered in the
+    query half: mean over the P queries of 1 / (P - i), the harmonic number H_P over P."""
+    return sum(1.0 / k for k in range(1, pairs + 1)) / pairs
 
 
 def row_length(pairs: int, gap: int) -> int:
@@ -121,5 +133,5 @@ def training_targets(tokens: torch.Tensor, answers: torch.Tensor, answers_only: 
 
 
 __all__ = ["IGNORE", "MQARSpec", "training_targets", "KEYS", "VALUES", "FILLER", "MAX_PAIRS", "MQARRow",
-           "chance_level", "repeat_level", "row_length",
+           "chance_level", "repeat_level", "elimination_level", "row_length",
            "check_pairs", "make_row", "training_row", "filler"]

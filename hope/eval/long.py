@@ -17,8 +17,9 @@ positions, so memory does not grow with the gap (a gap of 1M bytes holds no (T, 
 MQAR (`mqar_accuracy`): P pairs, a gap of random filler bytes, the P keys again in a shuffled order. Per row, the
 accuracy is the fraction of its P answers whose top-1 byte (over all 256) is the value; `accuracy` averages it
 over rows, `value_prob` is the mean p(value) over all answers. Reported beside them: `chance` = 1/64 (a model
-that knows which bytes are values) and `repeat` = 1/P (one that repeats the last value written), so a copy
-cannot pass for a lookup.
+that knows which bytes are values), `repeat` = 1/P (one that repeats the last value written) and `elimination`
+= H_P/P (one that answers with a written value not yet answered), and `first_accuracy`, the accuracy on each
+row's first query, where only a lookup beats 1/P: so neither a copy nor an elimination passes for a lookup.
 """
 
 from __future__ import annotations
@@ -154,8 +155,11 @@ def mqar_accuracy(model: torch.nn.Module, pairs: int, gap: int, trials: int = 64
     """MQAR accuracy over `trials` rows of `pairs` pairs and a `gap`-byte filler gap.
 
     Row i is `hope.data.mqar.make_row(random.Random(seed + i), pairs, gap)`, so two models given the same seed see
-    the same rows. Returns {accuracy, value_prob, chance, repeat, pairs, trials, gap}: accuracy is the top-1
-    accuracy over a row's answers averaged over rows, value_prob the mean p(value) over all answers.
+    the same rows. Returns {accuracy, first_accuracy, value_prob, chance, repeat, elimination, pairs, trials, gap}:
+    accuracy is the top-1 accuracy over a row's answers averaged over rows, first_accuracy the same on each row's
+    first query only (where no answer has been shown yet, so eliminating answered values cannot help: its levels
+    are chance and 1/P), value_prob the mean p(value) over all answers; chance, repeat and elimination are the
+    levels of the three shortcuts (`hope.data.mqar`).
     """
     try:
         mqar.check_pairs(pairs)
@@ -173,6 +177,7 @@ def mqar_accuracy(model: torch.nn.Module, pairs: int, gap: int, trials: int = 64
     was_training = model.training
     model.eval()
     acc = torch.zeros(trials, dtype=torch.float64)
+    first = torch.zeros(trials, dtype=torch.float64)  # the row's first query (answers[0]) only
     prob = torch.zeros(trials, dtype=torch.float64)
     try:
         for b in range(0, trials, batch_size):
@@ -183,14 +188,16 @@ def mqar_accuracy(model: torch.nn.Module, pairs: int, gap: int, trials: int = 64
             hit = logp.argmax(-1) == target  # (B, P)
             p = logp.gather(-1, target[..., None])[..., 0].exp()  # (B, P)
             acc[b:b + len(batch)] = hit.double().mean(1).cpu()
+            first[b:b + len(batch)] = hit[:, 0].double().cpu()
             prob[b:b + len(batch)] = p.double().mean(1).cpu()
     finally:
         model.train(was_training)
     value_prob = float(prob.mean())
     if not math.isfinite(value_prob):
         raise HopeError(f"MQAR p(value) at gap {gap} is not finite (the model produced NaN/inf logits)")
-    return {"accuracy": float(acc.mean()), "value_prob": value_prob, "chance": mqar.chance_level(),
-            "repeat": mqar.repeat_level(pairs), "pairs": pairs, "trials": trials, "gap": gap}
+    return {"accuracy": float(acc.mean()), "first_accuracy": float(first.mean()), "value_prob": value_prob,
+            "chance": mqar.chance_level(), "repeat": mqar.repeat_level(pairs),
+            "elimination": mqar.elimination_level(pairs), "pairs": pairs, "trials": trials, "gap": gap}
 
 
 def parse_gaps(text: str) -> list[int]:
@@ -250,7 +257,8 @@ def track_long(checkpoints: list[str], gaps: list[int], trials: int = 64, seed: 
                pairs: int = 8) -> list[dict]:
     """Rows for every checkpoint and gap, with model_type, checkpoint, step (the checkpoint's training step) and
     data (where the filler came from): `task="episodes"` adds {gap, recall_prob, chance, trials},
-    `task="mqar"` {gap, accuracy, value_prob, chance, repeat, pairs, trials} (`mqar_accuracy`, `pairs` pairs).
+    `task="mqar"` {gap, accuracy, first_accuracy, value_prob, chance, repeat, elimination, pairs, trials}
+    (`mqar_accuracy`, `pairs` pairs).
 
     Episodes: the filler is the validation split of `data`, else of each checkpoint's training data, else the
     synthetic corpus; the same seed gives every checkpoint the same episodes when they share the filler. MQAR
@@ -288,8 +296,9 @@ def track_long(checkpoints: list[str], gaps: list[int], trials: int = 64, seed: 
             if task == "mqar":
                 res = mqar_accuracy(model, pairs, gap, trials, seed, dev, batch_size, amp, amp_dtype)
                 rows.append({**res, **where})
-                log(f"{cfg.model_type} {path} gap {gap} pairs {pairs}: accuracy {res['accuracy']:.4g}, p(value) "
-                    f"{res['value_prob']:.4g} (chance {res['chance']:.4g}, repeat-last-value {res['repeat']:.4g})")
+                log(f"{cfg.model_type} {path} gap {gap} pairs {pairs}: accuracy {res['accuracy']:.4g} (first query "
+                    f"{res['first_accuracy']:.4g}), p(value) {res['value_prob']:.4g} (chance {res['chance']:.4g}, "
+                    f"repeat-last-value {res['repeat']:.4g}, eliminate-answered {res['elimination']:.4g})")
                 continue
             res = recall_prob(model, gap, trials, seed, filler, dev, batch_size, amp, amp_dtype)
             rows.append({**res, **where})

@@ -7,7 +7,7 @@ calls.
 
 - ``long_context.csv``: ``gap,recall_prob,chance,trials,model_type,checkpoint`` (one row per model and gap;
   optional ``step,data``), or the MQAR form of ``hope-track-long --task mqar``:
-  ``gap,accuracy,value_prob,chance,repeat,pairs,trials,model_type,checkpoint`` (optional ``step,data``)
+  ``gap,accuracy,value_prob,chance,repeat,pairs,trials,model_type,checkpoint`` (optional ``step,data,elimination``)
 - ``binned_ppl.csv``: ``bin_start,bin_end,loss,ppl,tokens,model_type,checkpoint`` (bin_end exclusive; optional
   ``step,data,max_len,attn_window``)
 - ``metrics.json``: ``{"models": {name: {"params", "train": {...}, "val": {...}}}, "hf": ...}``
@@ -96,12 +96,12 @@ def _require_file(path: PathLike, what: str) -> Path:
     return p
 
 
-_OPTIONAL_COLUMNS = {"step": float, "data": str, "max_len": float, "attn_window": float}
+_OPTIONAL_COLUMNS = {"step": float, "data": str, "max_len": float, "attn_window": float, "elimination": float}
 
 
 def _read_csv(path: PathLike, columns: Sequence[str], what: str) -> list[dict[str, Any]]:
     """Rows of a report CSV with numeric columns converted to float; clear errors name the file. The optional
-    columns (step, data, max_len, attn_window) are read when present (None when empty or absent)."""
+    columns (step, data, max_len, attn_window, elimination) are read when present (None when empty or absent)."""
     p = _require_file(path, what)
     with p.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -259,7 +259,8 @@ def _gap_axis(ax: Axes, gaps: Sequence[float]) -> None:
 
 def plot_recall_curve(csv_path: PathLike, out_png: PathLike) -> Path:
     """Recall vs gap (log2 x-axis, log y-axis), one line per model/checkpoint, with chance and the
-    repeat-the-last-value level (1/P for P pairs per row) drawn.
+    repeat-the-last-value level (1/P for P pairs per row) drawn, and for MQAR the eliminate-answered level H_P/P
+    when the CSV has its column.
 
     Episode CSVs plot recall_prob (one pair per episode, so the repeat level is 1); MQAR CSVs (``hope-track-long
     --task mqar``, recognised by their ``accuracy`` column) plot the lookup accuracy, with the repeat level 1/P of
@@ -311,6 +312,12 @@ def plot_recall_curve(csv_path: PathLike, out_png: PathLike) -> Path:
         what = "pair per episode" if not is_mqar else "pairs per row"
         ax.axhline(1.0 / pairs, color="0.55", linestyle=(0, (1, 1 + i)), linewidth=1.3,
                    label=f"repeat-last-value level (1/P, P = {pairs} {what})")
+        # The query half shows each answer after it is scored: eliminating the answered values scores H_P / P
+        # without any lookup (hope.data.mqar). CSVs written before that column existed simply lack the line.
+        levels = {r["elimination"] for r in rows if is_mqar and int(r["pairs"]) == pairs and r["elimination"]}
+        if levels:
+            ax.axhline(max(levels), color="0.55", linestyle=(0, (4, 2 + i)), linewidth=1.3,
+                       label=f"eliminate-answered level (H_P/P, P = {pairs})")
 
     _gap_axis(ax, all_gaps)
     ax.set_yscale("log")
