@@ -25,6 +25,7 @@ from hope.eval.lm import token_sums
 from hope.eval.long import mqar_accuracy
 from hope.models import build_model
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(dim=32, depth=1, num_heads=2, seq_len=32, max_len=32, attn_window=16, batch_size=2, steps=2,
             memory_capacity=8, top_k=2, device="cpu", update_frequencies={"mem_write": 8, "error_update": 16})
 
@@ -318,3 +319,21 @@ def test_training_on_mqar_rows_answers_only(tmp_path: Path) -> None:
     assert len(result.losses) == 3 and all(abs(loss - 5.545) < 0.3 for loss in result.losses)
     out = mqar_accuracy(result.model, 4, 100, trials=2, device="cpu")
     assert out["repeat"] == 0.25
+
+
+def test_breakdown_by_query_order_tells_elimination_from_lookup(monkeypatch) -> None:
+    """scripts/mqar_breakdown.py: the oracle is 1 at every query order; the eliminator is always right at the last
+    query (one value left) and near 1/P at the first; pooled figures equal mqar_accuracy's on the same rows."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mqar_breakdown", ROOT / "scripts" / "mqar_breakdown.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(long_eval, "PIECE_TOKENS", 16)
+    oracle = script.breakdown(_Stub(repeat=False), 8, [0, 9], trials=8)
+    assert oracle["by_order"] == [1.0] * 8 and oracle["by_slot"] == [1.0] * 8
+    elim = script.breakdown(_Stub(repeat=False, eliminate=True), 8, [0], trials=120)
+    assert elim["by_order"][-1] == 1.0 and elim["first_accuracy"] == pytest.approx(1 / 8, abs=0.07)
+    assert elim["elimination_by_order"] == [0.125, 0.1429, 0.1667, 0.2, 0.25, 0.3333, 0.5, 1.0]
+    same = mqar_accuracy(_Stub(repeat=False, eliminate=True), 8, 0, trials=120, seed=0, device="cpu")
+    assert elim["accuracy"] == pytest.approx(same["accuracy"]) and elim["first_accuracy"] == same["first_accuracy"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -148,18 +149,23 @@ def answer_logprobs(model: torch.nn.Module, tokens: torch.Tensor, answers: torch
     return out
 
 
+@dataclass
+class MQARHits:
+    """Per-answer outcomes of `mqar_hits` on `trials` rows of P pairs, in query order."""
+
+    rows: list[mqar.MQARRow]  # the rows scored (their tokens say which key each query asks)
+    hit: torch.Tensor  # (trials, P) bool: the top-1 byte is the value
+    prob: torch.Tensor  # (trials, P) float64: p(value)
+
+
 @torch.no_grad()
-def mqar_accuracy(model: torch.nn.Module, pairs: int, gap: int, trials: int = 64, seed: int = 0,
-                  device: torch.device | str | None = None, batch_size: int = 16, amp: bool = False,
-                  amp_dtype: str = "bf16") -> dict[str, float | int]:
-    """MQAR accuracy over `trials` rows of `pairs` pairs and a `gap`-byte filler gap.
+def mqar_hits(model: torch.nn.Module, pairs: int, gap: int, trials: int = 64, seed: int = 0,
+              device: torch.device | str | None = None, batch_size: int = 16, amp: bool = False,
+              amp_dtype: str = "bf16") -> MQARHits:
+    """Score every answer of `trials` MQAR rows of `pairs` pairs and a `gap`-byte filler gap.
 
     Row i is `hope.data.mqar.make_row(random.Random(seed + i), pairs, gap)`, so two models given the same seed see
-    the same rows. Returns {accuracy, first_accuracy, value_prob, chance, repeat, elimination, pairs, trials, gap}:
-    accuracy is the top-1 accuracy over a row's answers averaged over rows, first_accuracy the same on each row's
-    first query only (where no answer has been shown yet, so eliminating answered values cannot help: its levels
-    are chance and 1/P), value_prob the mean p(value) over all answers; chance, repeat and elimination are the
-    levels of the three shortcuts (`hope.data.mqar`).
+    the same rows. `mqar_accuracy` summarises the outcome; scripts/mqar_breakdown.py splits it by query order.
     """
     try:
         mqar.check_pairs(pairs)
@@ -176,27 +182,37 @@ def mqar_accuracy(model: torch.nn.Module, pairs: int, gap: int, trials: int = 64
     answers = rows[0].answers  # every row of one (pairs, gap) has the same layout
     was_training = model.training
     model.eval()
-    acc = torch.zeros(trials, dtype=torch.float64)
-    first = torch.zeros(trials, dtype=torch.float64)  # the row's first query (answers[0]) only
-    prob = torch.zeros(trials, dtype=torch.float64)
+    hit = torch.zeros(trials, pairs, dtype=torch.bool)
+    prob = torch.zeros(trials, pairs, dtype=torch.float64)
     try:
         for b in range(0, trials, batch_size):
             batch = rows[b:b + batch_size]
             tokens = torch.stack([r.tokens for r in batch]).to(device)  # (B, L)
             logp = answer_logprobs(model, tokens, answers, amp, amp_dtype)  # (B, P, 256)
             target = tokens[:, answers.to(device)]  # (B, P)
-            hit = logp.argmax(-1) == target  # (B, P)
-            p = logp.gather(-1, target[..., None])[..., 0].exp()  # (B, P)
-            acc[b:b + len(batch)] = hit.double().mean(1).cpu()
-            first[b:b + len(batch)] = hit[:, 0].double().cpu()
-            prob[b:b + len(batch)] = p.double().mean(1).cpu()
+            hit[b:b + len(batch)] = (logp.argmax(-1) == target).cpu()
+            prob[b:b + len(batch)] = logp.gather(-1, target[..., None])[..., 0].double().exp().cpu()
     finally:
         model.train(was_training)
-    value_prob = float(prob.mean())
-    if not math.isfinite(value_prob):
+    if not torch.isfinite(prob).all():
         raise HopeError(f"MQAR p(value) at gap {gap} is not finite (the model produced NaN/inf logits)")
-    return {"accuracy": float(acc.mean()), "first_accuracy": float(first.mean()), "value_prob": value_prob,
-            "chance": mqar.chance_level(), "repeat": mqar.repeat_level(pairs),
+    return MQARHits(rows=rows, hit=hit, prob=prob)
+
+
+def mqar_accuracy(model: torch.nn.Module, pairs: int, gap: int, trials: int = 64, seed: int = 0,
+                  device: torch.device | str | None = None, batch_size: int = 16, amp: bool = False,
+                  amp_dtype: str = "bf16") -> dict[str, float | int]:
+    """MQAR accuracy over `trials` rows of `pairs` pairs and a `gap`-byte filler gap (the rows of `mqar_hits`).
+
+    Returns {accuracy, first_accuracy, value_prob, chance, repeat, elimination, pairs, trials, gap}: accuracy is
+    the top-1 accuracy over a row's answers averaged over rows, first_accuracy the same on each row's first query
+    only (where no answer has been shown yet, so eliminating answered values cannot help: its levels are chance
+    and 1/P), value_prob the mean p(value) over all answers; chance, repeat and elimination are the levels of the
+    three shortcuts (`hope.data.mqar`).
+    """
+    out = mqar_hits(model, pairs, gap, trials, seed, device, batch_size, amp, amp_dtype)
+    return {"accuracy": out.hit.double().mean().item(), "first_accuracy": out.hit[:, 0].double().mean().item(),
+            "value_prob": out.prob.mean().item(), "chance": mqar.chance_level(), "repeat": mqar.repeat_level(pairs),
             "elimination": mqar.elimination_level(pairs), "pairs": pairs, "trials": trials, "gap": gap}
 
 
@@ -315,6 +331,6 @@ def checkpoint_filler(cfg: Config, data: str | Path | None) -> torch.Tensor:
     return recall_filler(source, seed=cfg.seed)
 
 
-__all__ = ["recall_prob", "mqar_accuracy", "answer_logprobs", "TASKS", "recall_filler", "value_logprobs", "parse_gaps",
+__all__ = ["recall_prob", "mqar_accuracy", "mqar_hits", "MQARHits", "answer_logprobs", "TASKS", "recall_filler", "value_logprobs", "parse_gaps",
            "split_paths", "track_long",
            "checkpoint_filler", "window_note", "write_distance"]
