@@ -29,6 +29,7 @@ CMS_OBJECTIVES = ("surrogate", "task")
 BANK_INPUTS = ("block", "context")
 MEMORY_KINDS = ("linear", "mlp")
 RECALL_TASKS = ("episodes", "mqar")
+RECALL_ANSWERS = ("shown", "hidden")  # MQAR: the query half shows each answer, or filler in its place (Zoology)
 LOSS_ON = ("all", "answers")
 DISTRIBUTED = ("ddp", "fsdp")
 # Keys that existed once and were removed, with the reason a user reads when an old config still sets them.
@@ -146,6 +147,7 @@ class Config:
     recall_gap_min: int = 0
     recall_gap_max: int = 64
     loss_on: str = "all"
+    recall_answers: str = "shown"
     stream: Stream = field(default_factory=Stream)
     seed: int = 1337
     log_interval: int = 10
@@ -447,13 +449,15 @@ def _validate_distributed(cfg: Config) -> None:
 
 
 def _validate_mqar(cfg: Config) -> None:
-    """recall_task / recall_pairs / recall_gap_min / recall_gap_max / loss_on."""
+    """recall_task / recall_pairs / recall_gap_min / recall_gap_max / loss_on / recall_answers."""
     from hope.data.mqar import MAX_PAIRS, row_length
 
     if cfg.recall_task not in RECALL_TASKS:
         raise ConfigError(f"recall_task must be one of {', '.join(RECALL_TASKS)}, got '{cfg.recall_task}'")
     if cfg.loss_on not in LOSS_ON:
         raise ConfigError(f"loss_on must be one of {', '.join(LOSS_ON)}, got '{cfg.loss_on}'")
+    if cfg.recall_answers not in RECALL_ANSWERS:
+        raise ConfigError(f"recall_answers must be one of {', '.join(RECALL_ANSWERS)}, got '{cfg.recall_answers}'")
     if not 1 <= cfg.recall_pairs <= MAX_PAIRS:
         raise ConfigError(f"recall_pairs must be between 1 and {MAX_PAIRS} (the MQAR key and value ranges hold "
                           f"{MAX_PAIRS} bytes each), got {cfg.recall_pairs}")

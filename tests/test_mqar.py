@@ -101,6 +101,42 @@ def test_training_batch_answers_only_and_text_rows_keep_their_loss() -> None:
     assert (y_all != mqar.IGNORE).all()
 
 
+def test_hidden_answers_put_filler_in_the_input_and_keep_the_value_as_target() -> None:
+    """recall_answers: hidden (Zoology's format): the same row but for filler at the answers' input slots, whose
+    targets stay the queried values; rows with answers shown are unchanged by the option's existence."""
+    shown = mqar.make_row(random.Random(7), 8, 12, length=96)
+    hidden = mqar.make_row(random.Random(7), 8, 12, length=96, hide_answers=True)
+    a = shown.answers
+    assert torch.equal(shown.values, shown.tokens[a]) and torch.equal(hidden.values, shown.values)
+    assert all(int(b) in mqar.FILLER for b in hidden.tokens[a])
+    rest = torch.ones(96, dtype=torch.bool)
+    rest[a] = False
+    assert torch.equal(hidden.tokens[rest], shown.tokens[rest])
+    y = mqar.training_targets(hidden, answers_only=True)
+    assert torch.equal(y[a - 1], shown.values) and int((y != mqar.IGNORE).sum()) == 8
+    y_all = mqar.training_targets(hidden, answers_only=False)
+    assert torch.equal(y_all[a - 1], shown.values) and torch.equal(y_all[a], hidden.tokens[a + 1])
+    assert torch.equal(mqar.training_targets(shown, answers_only=False), shown.tokens[1:])
+    data = synthetic_corpus(4000, seed=1)
+    spec = mqar.MQARSpec(pairs=8, gap_min=0, gap_max=64, answers_only=True, hide_answers=True)
+    x, y = sample_batch(data, 16, 128, seed=2, index=3, recall_fraction=1.0, mqar_spec=spec)
+    scored = y != mqar.IGNORE  # (16, 128)
+    assert int(scored.sum()) == 16 * 8 and all(int(v) in mqar.VALUES for v in y[scored])
+    assert not any(int(v) in mqar.VALUES for v in x[:, 2 * 8 + 64:].flatten())  # no answer past the write half
+
+
+def test_hidden_answers_leave_nothing_to_eliminate(monkeypatch) -> None:
+    """The eliminator falls to the repeat level on hidden rows (it never sees an answer); the oracle still scores 1,
+    and the reported elimination level is 1/P."""
+    monkeypatch.setattr(long_eval, "PIECE_TOKENS", 16)
+    elim = mqar_accuracy(_Stub(repeat=False, eliminate=True), 8, 5, trials=40, seed=3, device="cpu",
+                         hide_answers=True)
+    assert elim["value_prob"] == pytest.approx(1 / 8) and elim["elimination"] == 1 / 8
+    assert elim["answers"] == "hidden"
+    oracle = mqar_accuracy(_Stub(repeat=False), 8, 5, trials=8, seed=3, device="cpu", hide_answers=True)
+    assert oracle["accuracy"] == 1.0 and oracle["first_accuracy"] == 1.0
+
+
 def test_ignored_targets_count_nowhere() -> None:
     torch.manual_seed(0)
     logits = torch.randn(2, 6, 256)
@@ -127,9 +163,11 @@ def test_config_keys_and_errors() -> None:
                                   recall_fraction=1.0, loss_on="answers")])
     assert cfg.recall_task == "mqar" and cfg.loss_on == "answers"
     assert load_config(None).recall_task == "episodes" and load_config(None).loss_on == "all"
+    assert load_config(None).recall_answers == "shown"
     bad = [
         (dict(recall_task="lookup"), "recall_task must be one of"),
         (dict(loss_on="values"), "loss_on must be one of"),
+        (dict(recall_answers="masked"), "recall_answers must be one of"),
         (dict(recall_pairs=65), "recall_pairs must be between 1 and 64"),
         (dict(recall_gap_min=10, recall_gap_max=5), "0 <= min <= max"),
         (dict(loss_on="answers", recall_fraction=0.5), "needs recall_task: mqar"),
@@ -230,8 +268,8 @@ def test_accuracy_is_read_at_exactly_the_answers(monkeypatch) -> None:
 
     original = mqar.make_row
 
-    def spy(rng, pairs, gap, length=None):
-        row = original(rng, pairs, gap, length)
+    def spy(rng, pairs, gap, length=None, hide_answers=False):
+        row = original(rng, pairs, gap, length, hide_answers)
         rows.setdefault("list", []).append(row.tokens)
         rows["tokens"], rows["answers"] = rows["list"], set(row.answers.tolist())
         return row
@@ -263,7 +301,8 @@ def test_eval_long_mqar_prints_the_four_numbers(ckpt: Path, capsys) -> None:
                            "--samples", "4", "--device", "cpu"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"accuracy", "first_accuracy", "value_prob", "chance", "repeat", "elimination", "pairs",
-                        "trials", "gap", "model_type"}
+                        "answers", "trials", "gap", "model_type"}
+    assert out["answers"] == "shown"
     assert 0 <= out["accuracy"] <= 1 and 0 < out["value_prob"] < 1
     assert out["chance"] == 1 / 64 and out["repeat"] == 1 / 4 and out["pairs"] == 4 and out["gap"] == gap
 
@@ -280,6 +319,17 @@ def test_track_long_mqar_csv(ckpt: Path, tmp_path: Path, capsys) -> None:
     assert all(0 <= float(r["first_accuracy"]) <= 1 for r in rows)
     printed = capsys.readouterr().out
     assert "repeat-last-value" in printed and "eliminate-answered" in printed and "first query" in printed
+    assert {r["answers"] for r in rows} == {"shown"}
+    hidden = tmp_path / "hidden.csv"
+    assert track_long.main(["--ckpt", str(ckpt), "--task", "mqar", "--pairs", "4", "--gaps", "8", "--answers",
+                            "hidden", "--samples", "2", "--device", "cpu", "--out", str(hidden)]) == 0
+    (row,) = list(csv.DictReader(hidden.open()))
+    assert row["answers"] == "hidden" and float(row["elimination"]) == 0.25
+    assert "answers hidden" in capsys.readouterr().out
+    rc = track_long.main(["--ckpt", str(ckpt), "--answers", "hidden", "--gaps", "8", "--device", "cpu",
+                          "--out", str(tmp_path / "episodes.csv")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "--task mqar" in err
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -15,6 +15,7 @@ random filler bytes, then every key again in a shuffled order. It prints accurac
 averaged over rows), first_accuracy (the same on each row's first query), value_prob (mean p(value)), chance
 (1/64), repeat (1/P, what repeating the last value written scores) and elimination (H_P/P, what answering with a
 written value not yet answered scores) on one line, so neither a copy nor an elimination passes for a lookup.
+`--answers hidden` scores rows whose query half shows no answer (Zoology's format; elimination is then 1/P).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", choices=("episodes", "mqar"), default="episodes",
                         help="episodes: one key/value episode (recall_prob); mqar: multi-query key lookup (accuracy)")
     parser.add_argument("--pairs", type=int, default=8, help="--task mqar: key/value pairs per row (1-64)")
+    parser.add_argument("--answers", choices=("shown", "hidden"), default="shown",
+                        help="--task mqar: the query half shows each answer after it is scored, or filler in its "
+                             "place (Zoology's format, config recall_answers: hidden)")
     parser.add_argument("--ckpt", default="hope_checkpoint.pt", help="checkpoint path")
     add_samples_arg(parser, 64, "recall episodes (MQAR rows)", "--trials")
     parser.add_argument("--seed", type=int, default=0, help="episode seed (same seed = same episodes)")
@@ -55,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
         (row,) = track_long([args.ckpt], [args.gap], args.samples, args.seed, args.data, args.device,
                             args.batch_size, log=notes_only, memory_capacity=args.memory_capacity, task=args.task,
-                            pairs=args.pairs)
-        keys = (("accuracy", "first_accuracy", "value_prob", "chance", "repeat", "elimination", "pairs")
+                            pairs=args.pairs, hide_answers=args.answers == "hidden")
+        keys = (("accuracy", "first_accuracy", "value_prob", "chance", "repeat", "elimination", "pairs", "answers")
                 if args.task == "mqar" else
                 ("recall_prob", "chance"))
         print(json.dumps({k: row[k] for k in (*keys, "trials", "gap", "model_type")}))

@@ -13,10 +13,11 @@ episodes. Gaps may exceed max_len: the models stream the episode segment by segm
 window, so it cannot recall beyond it).
 
 `--task mqar` sweeps multi-query associative recall (hope.data.mqar) instead; the header is then
-gap,accuracy,first_accuracy,value_prob,chance,repeat,elimination,pairs,trials,model_type,checkpoint,step,data,
-accuracy being the top-1 accuracy over a row's answers averaged over rows, first_accuracy the same on each row's
-first query (no answer shown yet), chance 1/64, repeat 1/P (repeating the last value written) and elimination
-H_P/P (answering with a written value not yet answered: a lookup beats it, and 1/P on the first query).
+gap,accuracy,first_accuracy,value_prob,chance,repeat,elimination,pairs,answers,trials,model_type,checkpoint,step,
+data, accuracy being the top-1 accuracy over a row's answers averaged over rows, first_accuracy the same on each
+row's first query (no answer shown yet), chance 1/64, repeat 1/P (repeating the last value written) and
+elimination H_P/P (answering with a written value not yet answered: a lookup beats it, and 1/P on the first query).
+`--answers hidden` puts filler where the query half shows each answer (Zoology's format): elimination is then 1/P.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from hope.cli.args import add_samples_arg, new_parser, run
 
 COLUMNS = ("gap", "recall_prob", "chance", "trials", "model_type", "checkpoint", "step", "data")
 MQAR_COLUMNS = ("gap", "accuracy", "first_accuracy", "value_prob", "chance", "repeat", "elimination", "pairs",
-                "trials", "model_type", "checkpoint", "step", "data")
+                "answers", "trials", "model_type", "checkpoint", "step", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", choices=("episodes", "mqar"), default="episodes",
                         help="episodes: one key/value episode (recall_prob); mqar: multi-query key lookup (accuracy)")
     parser.add_argument("--pairs", type=int, default=8, help="--task mqar: key/value pairs per row (1-64)")
+    parser.add_argument("--answers", choices=("shown", "hidden"), default="shown",
+                        help="--task mqar: the query half shows each answer after it is scored, or filler in its "
+                             "place (Zoology's format, config recall_answers: hidden)")
     add_samples_arg(parser, 64, "recall episodes (MQAR rows) per gap", "--trials")
     parser.add_argument("--seed", type=int, default=0, help="episode seed (same seed = same episodes)")
     parser.add_argument("--data", help="filler text (default: each checkpoint's data, else the synthetic corpus)")
@@ -61,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         gaps = parse_gaps(args.gaps)
         check_writable([args.out])  # before minutes of evaluation, not after
         rows = track_long(split_paths(args.ckpt), gaps, args.samples, args.seed, args.data, args.device,
-                          args.batch_size, memory_capacity=args.memory_capacity, task=args.task, pairs=args.pairs)
+                          args.batch_size, memory_capacity=args.memory_capacity, task=args.task, pairs=args.pairs,
+                          hide_answers=args.answers == "hidden")
         path = write_csv(args.out, rows, MQAR_COLUMNS if args.task == "mqar" else COLUMNS)
         print(f"wrote {path}")
         return 0

@@ -43,9 +43,9 @@ def sample_batch(data: torch.Tensor, batch_size: int, seq_len: int, seed: int, i
                 rows[b] = training_row(rng, seq_len + 1, data, recall_episodes)
                 targets[b] = rows[b, 1:]
             else:
-                rows[b], answers = mqar.training_row(rng, seq_len + 1, mqar_spec.pairs, mqar_spec.gap_min,
-                                                     mqar_spec.gap_max)
-                targets[b] = mqar.training_targets(rows[b], answers, mqar_spec.answers_only)
+                row = mqar.training_row(rng, seq_len + 1, mqar_spec.pairs, mqar_spec.gap_min, mqar_spec.gap_max,
+                                        mqar_spec.hide_answers)
+                rows[b], targets[b] = row.tokens, mqar.training_targets(row, mqar_spec.answers_only)
     return rows[:, :-1], targets
 
 

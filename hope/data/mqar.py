@@ -20,6 +20,12 @@ so it scores `elimination_level(P) = H_P / P` (0.340 for P = 8), and nothing on 
 matched Transformer plateaus exactly there (docs/results.md, §1): beating `elimination_level` overall, and 1/P on a
 row's first query (`first_accuracy` in hope.eval.long), is what makes a figure a lookup.
 
+With `hide_answers` (config `recall_answers: hidden`, Zoology's own format) the query half never shows an answer:
+the byte after each query key is filler in the input, while the value stays its target, so nothing can be
+eliminated and the elimination level falls to the repeat level 1/P:
+
+    k1 v1 ... kP vP  <gap>  kq1 f kq2 f ... kqP f          (f: filler input, its target the queried value)
+
 Pure functions of a `random.Random`, so every row is reproducible from its seed (zoology's habit).
 """
 
@@ -73,13 +79,15 @@ class MQARSpec:
     gap_min: int = 0
     gap_max: int = 64
     answers_only: bool = False  # loss_on: answers: every target but the answers is IGNORE
+    hide_answers: bool = False  # recall_answers: hidden: filler instead of each answer in the query half's input
 
 
 @dataclass
 class MQARRow:
-    tokens: torch.Tensor  # (L,) int64
-    answers: torch.Tensor  # (P,) int64: indices in `tokens` of the query half's value bytes (the scored bytes)
+    tokens: torch.Tensor  # (L,) int64: the model's input bytes
+    answers: torch.Tensor  # (P,) int64: indices in `tokens` of the query half's value slots (the scored bytes)
     gap: int  # filler bytes between the last written value and the first query
+    values: torch.Tensor  # (P,) int64: the queried values, the targets at `answers` (== tokens[answers] if shown)
 
 
 def filler(rng: random.Random, n: int) -> list[int]:
@@ -87,9 +95,11 @@ def filler(rng: random.Random, n: int) -> list[int]:
     return [rng.choice(FILLER) for _ in range(max(n, 0))]
 
 
-def make_row(rng: random.Random, pairs: int, gap: int, length: int | None = None) -> MQARRow:
+def make_row(rng: random.Random, pairs: int, gap: int, length: int | None = None,
+             hide_answers: bool = False) -> MQARRow:
     """One MQAR row; with `length`, padded with filler after the last answer to exactly `length` bytes (so the
-    keys always start the row, as in evaluation)."""
+    keys always start the row, as in evaluation); with `hide_answers`, filler in the answers' input slots. The
+    hidden slots are drawn after everything else, so a seed gives the same row either way but for them."""
     check_pairs(pairs)
     if gap < 0:
         raise ValueError(f"MQAR gap must be >= 0, got {gap}")
@@ -107,27 +117,31 @@ def make_row(rng: random.Random, pairs: int, gap: int, length: int | None = None
     answers = torch.arange(start + 1, start + 2 * pairs, 2, dtype=torch.long)  # (P,)
     if length is not None:
         tokens += filler(rng, length - need)
-    return MQARRow(tokens=torch.tensor(tokens, dtype=torch.long), answers=answers, gap=gap)
+    out = torch.tensor(tokens, dtype=torch.long)
+    values = out[answers].clone()  # (P,)
+    if hide_answers:
+        out[answers] = torch.tensor(filler(rng, pairs), dtype=torch.long)
+    return MQARRow(tokens=out, answers=answers, gap=gap, values=values)
 
 
-def training_row(rng: random.Random, length: int, pairs: int, gap_min: int, gap_max: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def training_row(rng: random.Random, length: int, pairs: int, gap_min: int, gap_max: int,
+                 hide_answers: bool = False) -> MQARRow:
     """A training row of exactly `length` bytes, its gap drawn uniformly from [gap_min, gap_max], padded with
-    filler after the last answer: (tokens (length,), answers (P,)). ValueError when the longest row does not fit."""
+    filler after the last answer. ValueError when the longest row does not fit."""
     if row_length(pairs, gap_max) > length:
         raise ValueError(f"an MQAR row of {pairs} pairs and a gap of up to {gap_max} bytes needs "
                          f"{row_length(pairs, gap_max)} bytes, more than {length}")
-    row = make_row(rng, pairs, rng.randint(gap_min, gap_max), length)
-    return row.tokens, row.answers
+    return make_row(rng, pairs, rng.randint(gap_min, gap_max), length, hide_answers)
 
 
-def training_targets(tokens: torch.Tensor, answers: torch.Tensor, answers_only: bool) -> torch.Tensor:
-    """Targets of a row's inputs tokens[:-1]: tokens[1:], or with `answers_only` IGNORE except where the target
-    is an answer (input position a - 1 predicts the answer at index a)."""
-    y = tokens[1:].clone()
+def training_targets(row: MQARRow, answers_only: bool) -> torch.Tensor:
+    """Targets of a row's inputs tokens[:-1]: the next byte, the queried value at each answer slot (input
+    position a - 1 predicts the answer at index a, hidden or not), and with `answers_only` IGNORE elsewhere."""
+    y = row.tokens[1:].clone()
+    y[row.answers - 1] = row.values
     if answers_only:
         keep = y.new_full(y.shape, IGNORE)
-        keep[answers - 1] = y[answers - 1]
+        keep[row.answers - 1] = row.values
         y = keep
     return y
 

@@ -161,11 +161,12 @@ class MQARHits:
 @torch.no_grad()
 def mqar_hits(model: torch.nn.Module, pairs: int, gap: int, trials: int = 64, seed: int = 0,
               device: torch.device | str | None = None, batch_size: int = 16, amp: bool = False,
-              amp_dtype: str = "bf16") -> MQARHits:
+              amp_dtype: str = "bf16", hide_answers: bool = False) -> MQARHits:
     """Score every answer of `trials` MQAR rows of `pairs` pairs and a `gap`-byte filler gap.
 
-    Row i is `hope.data.mqar.make_row(random.Random(seed + i), pairs, gap)`, so two models given the same seed see
-    the same rows. `mqar_accuracy` summarises the outcome; scripts/mqar_breakdown.py splits it by query order.
+    Row i is `hope.data.mqar.make_row(random.Random(seed + i), pairs, gap, hide_answers=hide_answers)`, so two
+    models given the same seed see the same rows. `mqar_accuracy` summarises the outcome;
+    scripts/mqar_breakdown.py splits it by query order.
     """
     try:
         mqar.check_pairs(pairs)
@@ -178,7 +179,7 @@ def mqar_hits(model: torch.nn.Module, pairs: int, gap: int, trials: int = 64, se
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)
-    rows = [mqar.make_row(random.Random(seed + i), pairs, gap) for i in range(trials)]
+    rows = [mqar.make_row(random.Random(seed + i), pairs, gap, hide_answers=hide_answers) for i in range(trials)]
     answers = rows[0].answers  # every row of one (pairs, gap) has the same layout
     was_training = model.training
     model.eval()
@@ -189,7 +190,7 @@ def mqar_hits(model: torch.nn.Module, pairs: int, gap: int, trials: int = 64, se
             batch = rows[b:b + batch_size]
             tokens = torch.stack([r.tokens for r in batch]).to(device)  # (B, L)
             logp = answer_logprobs(model, tokens, answers, amp, amp_dtype)  # (B, P, 256)
-            target = tokens[:, answers.to(device)]  # (B, P)
+            target = torch.stack([r.values for r in batch]).to(device)  # (B, P)
             hit[b:b + len(batch)] = (logp.argmax(-1) == target).cpu()
             prob[b:b + len(batch)] = logp.gather(-1, target[..., None])[..., 0].double().exp().cpu()
     finally:
@@ -201,19 +202,22 @@ def mqar_hits(model: torch.nn.Module, pairs: int, gap: int, trials: int = 64, se
 
 def mqar_accuracy(model: torch.nn.Module, pairs: int, gap: int, trials: int = 64, seed: int = 0,
                   device: torch.device | str | None = None, batch_size: int = 16, amp: bool = False,
-                  amp_dtype: str = "bf16") -> dict[str, float | int]:
+                  amp_dtype: str = "bf16", hide_answers: bool = False) -> dict[str, float | int | str]:
     """MQAR accuracy over `trials` rows of `pairs` pairs and a `gap`-byte filler gap (the rows of `mqar_hits`).
 
-    Returns {accuracy, first_accuracy, value_prob, chance, repeat, elimination, pairs, trials, gap}: accuracy is
-    the top-1 accuracy over a row's answers averaged over rows, first_accuracy the same on each row's first query
-    only (where no answer has been shown yet, so eliminating answered values cannot help: its levels are chance
-    and 1/P), value_prob the mean p(value) over all answers; chance, repeat and elimination are the levels of the
-    three shortcuts (`hope.data.mqar`).
+    Returns {accuracy, first_accuracy, value_prob, chance, repeat, elimination, pairs, answers, trials, gap}:
+    accuracy is the top-1 accuracy over a row's answers averaged over rows, first_accuracy the same on each row's
+    first query only (where no answer has been shown yet, so eliminating answered values cannot help: its levels
+    are chance and 1/P), value_prob the mean p(value) over all answers; chance, repeat and elimination are the
+    levels of the three shortcuts (`hope.data.mqar`; with `hide_answers` nothing is shown to eliminate, so
+    elimination is the repeat level), answers "shown" or "hidden".
     """
-    out = mqar_hits(model, pairs, gap, trials, seed, device, batch_size, amp, amp_dtype)
+    out = mqar_hits(model, pairs, gap, trials, seed, device, batch_size, amp, amp_dtype, hide_answers)
+    repeat = mqar.repeat_level(pairs)
     return {"accuracy": out.hit.double().mean().item(), "first_accuracy": out.hit[:, 0].double().mean().item(),
-            "value_prob": out.prob.mean().item(), "chance": mqar.chance_level(), "repeat": mqar.repeat_level(pairs),
-            "elimination": mqar.elimination_level(pairs), "pairs": pairs, "trials": trials, "gap": gap}
+            "value_prob": out.prob.mean().item(), "chance": mqar.chance_level(), "repeat": repeat,
+            "elimination": repeat if hide_answers else mqar.elimination_level(pairs), "pairs": pairs,
+            "answers": "hidden" if hide_answers else "shown", "trials": trials, "gap": gap}
 
 
 def parse_gaps(text: str) -> list[int]:
@@ -270,11 +274,11 @@ def window_note(cfg: Config, gap: int, task: str = "episodes") -> str | None:
 def track_long(checkpoints: list[str], gaps: list[int], trials: int = 64, seed: int = 0, data: str | None = None,
                device: str = "auto", batch_size: int = 16, amp: bool = False, amp_dtype: str = "bf16",
                log: Callable[[str], None] = print, memory_capacity: int | None = None, task: str = "episodes",
-               pairs: int = 8) -> list[dict]:
+               pairs: int = 8, hide_answers: bool = False) -> list[dict]:
     """Rows for every checkpoint and gap, with model_type, checkpoint, step (the checkpoint's training step) and
     data (where the filler came from): `task="episodes"` adds {gap, recall_prob, chance, trials},
-    `task="mqar"` {gap, accuracy, first_accuracy, value_prob, chance, repeat, elimination, pairs, trials}
-    (`mqar_accuracy`, `pairs` pairs).
+    `task="mqar"` {gap, accuracy, first_accuracy, value_prob, chance, repeat, elimination, pairs, answers, trials}
+    (`mqar_accuracy`, `pairs` pairs, the answers hidden in the query half with `hide_answers`).
 
     Episodes: the filler is the validation split of `data`, else of each checkpoint's training data, else the
     synthetic corpus; the same seed gives every checkpoint the same episodes when they share the filler. MQAR
@@ -287,6 +291,8 @@ def track_long(checkpoints: list[str], gaps: list[int], trials: int = 64, seed: 
 
     if task not in TASKS:
         raise HopeError(f"task must be one of {', '.join(TASKS)}, got '{task}'")
+    if hide_answers and task != "mqar":
+        raise HopeError("hidden answers are an MQAR row format (--task mqar)")
     if task == "mqar":
         if data:
             raise HopeError("--data is the episodes' filler text; MQAR rows fill their gaps with random bytes "
@@ -310,9 +316,10 @@ def track_long(checkpoints: list[str], gaps: list[int], trials: int = 64, seed: 
                 log(note)
             where = {"model_type": cfg.model_type, "checkpoint": str(path), "step": ckpt.get("step"), "data": source}
             if task == "mqar":
-                res = mqar_accuracy(model, pairs, gap, trials, seed, dev, batch_size, amp, amp_dtype)
+                res = mqar_accuracy(model, pairs, gap, trials, seed, dev, batch_size, amp, amp_dtype, hide_answers)
                 rows.append({**res, **where})
-                log(f"{cfg.model_type} {path} gap {gap} pairs {pairs}: accuracy {res['accuracy']:.4g} (first query "
+                hidden = ", answers hidden" if hide_answers else ""
+                log(f"{cfg.model_type} {path} gap {gap} pairs {pairs}{hidden}: accuracy {res['accuracy']:.4g} (first query "
                     f"{res['first_accuracy']:.4g}), p(value) {res['value_prob']:.4g} (chance {res['chance']:.4g}, "
                     f"repeat-last-value {res['repeat']:.4g}, eliminate-answered {res['elimination']:.4g})")
                 continue

@@ -560,7 +560,8 @@ def mqar_spec(cfg: Config) -> MQARSpec | None:
     """The MQAR rows training mixes in (`recall_task: mqar`), or None for the single-episode rows."""
     if cfg.recall_task != "mqar":
         return None
-    return MQARSpec(cfg.recall_pairs, cfg.recall_gap_min, cfg.recall_gap_max, answers_only=cfg.loss_on == "answers")
+    return MQARSpec(cfg.recall_pairs, cfg.recall_gap_min, cfg.recall_gap_max, answers_only=cfg.loss_on == "answers",
+                    hide_answers=cfg.recall_answers == "hidden")
 
 
 def _batches(run: _Run, resume: str | Path | None = None) -> WindowBatches | StreamBatches:
