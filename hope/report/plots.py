@@ -313,8 +313,10 @@ def plot_recall_curve(csv_path: PathLike, out_png: PathLike) -> Path:
         ax.axhline(1.0 / pairs, color="0.55", linestyle=(0, (1, 1 + i)), linewidth=1.3,
                    label=f"repeat-last-value level (1/P, P = {pairs} {what})")
         # The query half shows each answer after it is scored: eliminating the answered values scores H_P / P
-        # without any lookup (hope.data.mqar). CSVs written before that column existed simply lack the line.
-        levels = {r["elimination"] for r in rows if is_mqar and int(r["pairs"]) == pairs and r["elimination"]}
+        # without any lookup (hope.data.mqar). CSVs written before that column existed simply lack the line, and
+        # rows with hidden answers have it at the repeat level (nothing to eliminate), already drawn.
+        levels = {r["elimination"] for r in rows if is_mqar and int(r["pairs"]) == pairs and r["elimination"]
+                  and abs(r["elimination"] - 1.0 / pairs) > 1e-9}
         if levels:
             ax.axhline(max(levels), color="0.55", linestyle=(0, (4, 2 + i)), linewidth=1.3,
                        label=f"eliminate-answered level (H_P/P, P = {pairs})")
