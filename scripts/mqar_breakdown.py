@@ -19,6 +19,7 @@ import sys
 import torch
 
 from hope.checkpoint import load_model
+from hope.data import mqar
 from hope.errors import HopeError
 from hope.eval.long import mqar_hits, parse_gaps
 
@@ -39,7 +40,7 @@ def breakdown(model: torch.nn.Module, pairs: int, gaps: list[int], trials: int, 
     by_order = (order / n).tolist()
     return {"accuracy": sum(by_order) / pairs, "first_accuracy": by_order[0],
             "by_order": [round(x, 4) for x in by_order],
-            "elimination_by_order": [round(1 / (pairs - i), 4) for i in range(pairs)],
+            "elimination_by_order": [round(x, 4) for x in mqar.elimination_by_order(pairs)],
             "by_slot": [round(x, 4) for x in (slot / n).tolist()]}
 
 

@@ -53,10 +53,15 @@ def repeat_level(pairs: int) -> float:
     return 1.0 / pairs
 
 
+def elimination_by_order(pairs: int) -> list[float]:
+    """Accuracy at the i-th query (i = 0 .. P-1) of a model that answers with a uniformly chosen written value not
+    yet answered in the query half: 1 / (P - i), one value left at the last query."""
+    return [1.0 / (pairs - i) for i in range(pairs)]
+
+
 def elimination_level(pairs: int) -> float:
-    """Accuracy of a model that answers each query with a uniformly chosen written value not yet answered in the
-    query half: mean over the P queries of 1 / (P - i), the harmonic number H_P over P."""
-    return sum(1.0 / k for k in range(1, pairs + 1)) / pairs
+    """That model's accuracy over a row: the mean of `elimination_by_order`, the harmonic number H_P over P."""
+    return sum(elimination_by_order(pairs)) / pairs
 
 
 def row_length(pairs: int, gap: int) -> int:
@@ -147,5 +152,5 @@ def training_targets(row: MQARRow, answers_only: bool) -> torch.Tensor:
 
 
 __all__ = ["IGNORE", "MQARSpec", "training_targets", "KEYS", "VALUES", "FILLER", "MAX_PAIRS", "MQARRow",
-           "chance_level", "repeat_level", "elimination_level", "row_length",
+           "chance_level", "repeat_level", "elimination_by_order", "elimination_level", "row_length",
            "check_pairs", "make_row", "training_row", "filler"]
