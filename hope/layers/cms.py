@@ -70,13 +70,13 @@ class ContinuumMemory(nn.Module):
         dim, h = self.prior_w1.shape[1:]
         return CMSState(torch.zeros(batch, 1, dim, h, device=device, dtype=dt), torch.zeros(batch, dim, device=device, dtype=dt))
 
-    def task_step(self, change: Tensor, grad: Tensor, mem_gate: float) -> Tensor:
+    def task_step(self, change: Tensor, grad: Tensor, mem_gate: Tensor | float) -> Tensor:
         """cms_objective: task. One gradient step of the fast change D (B, 1, C, h) on the task loss summed over a
         chunk (Nested Learning eq. 71); grad = its gradient, per sample. Outer gradients reach D and eta_logit."""
         with torch.autocast(device_type=change.device.type, enabled=False):
             return change - TASK_ETA_MAX / self.chunk * torch.sigmoid(self.eta_logit) * mem_gate * grad
 
-    def forward(self, h: Tensor, state: CMSState | None, n_commit: int, mem_gate: float, n_out: int | None = None
+    def forward(self, h: Tensor, state: CMSState | None, n_commit: int, mem_gate: Tensor | float, n_out: int | None = None
                 ) -> tuple[Tensor, CMSState | None]:
         """h (B, L, C): the fast level's uncommitted tail followed by new inputs (tail empty for cms: mlp and for
         the task objective, which never writes here and ignores n_commit).

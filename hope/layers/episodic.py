@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hope.layers.chunking import state_dtype
+from hope.ops.norm import unit
 
 EPS = 1e-6
 
@@ -58,8 +59,8 @@ class EpisodicBank(nn.Module):
         scalars = torch.zeros(batch, self.capacity, device=device, dtype=dt)
         return BankState(slots, slots, scalars, scalars, torch.zeros(batch, dim, device=device, dtype=dt))
 
-    def forward(self, x: Tensor, surprise: Tensor, state: BankState, n_commit: int, mem_gate: float,
-                surprise_scale: float, n_out: int | None = None) -> tuple[Tensor, BankState]:
+    def forward(self, x: Tensor, surprise: Tensor, state: BankState, n_commit: int, mem_gate: Tensor | float,
+                surprise_scale: Tensor | float, n_out: int | None = None) -> tuple[Tensor, BankState]:
         """x (B, L, C) tail + new inputs, surprise (B, L); returns the read of the last `n_out` tokens
         (B, n_out, C) (default all L) and the committed state."""
         B, L, C = x.shape
@@ -74,7 +75,7 @@ class EpisodicBank(nn.Module):
         if n_write:
             span = n_write * chunk
             prev = torch.cat([state.prev[:, None].to(x.dtype), x[:, :span - 1]], dim=1)  # (B, span, C): x_{t-1}
-            keys = F.normalize(self.key(prev).to(fd), dim=-1)  # (B, span, C)
+            keys = unit(self.key(prev).to(fd))  # (B, span, C); K(0) = 0 at a fresh stream: unit() keeps its grad 0
             values = self.value(x[:, :span]).to(fd)
             strength = torch.sigmoid(self.write_score(x[:, :span]).to(fd).squeeze(-1)
                                      + surprise_scale * surprise[:, :span]) * mem_gate  # (B, span)
@@ -100,7 +101,7 @@ class EpisodicBank(nn.Module):
         first = (L - n_out) // chunk  # reads are wanted from this chunk on (the replayed tail's are discarded)
         M = N - first
         read_k, read_v, read_s = (torch.stack(t, dim=1) for t in zip(*banks[first:]))  # (B, M, cap, C), (B, M, cap)
-        queries = F.normalize(self.query(x[:, first * chunk:]).to(fd), dim=-1)  # (B, L - first * chunk, C)
+        queries = unit(self.query(x[:, first * chunk:]).to(fd))  # (B, L - first * chunk, C)
         q = F.pad(queries, (0, 0, 0, N * chunk - L)).view(B, M, chunk, C)  # the partial last chunk padded
         temperature = self.log_temperature.exp()
         logits = (temperature * q) @ read_k.mT + (read_s + EPS).log()[:, :, None]  # (B, M, c, cap)

@@ -219,7 +219,7 @@ class SelfModifyingMemory(nn.Module):
             stats = (commit_chunk(change, kappa, written, plan), mean, sq, torch.ones_like(seen))
         return out, surprise.mean(1), stats
 
-    def forward(self, x: Tensor, state: SMTState, n_commit: int, mem_gate: float, surprise_scale: float,
+    def forward(self, x: Tensor, state: SMTState, n_commit: int, mem_gate: Tensor | float, surprise_scale: Tensor | float,
                 n_out: int | None = None) -> tuple[Tensor, Tensor, SMTState]:
         """x (B, L, C): the uncommitted tail followed by new inputs; state at the tail's start.
 
@@ -252,8 +252,7 @@ class SelfModifyingMemory(nn.Module):
             box_rate = None if self.kv_rate_logit is None else torch.cat(  # (1, boxes, H, 1): memory box at 1
                 [torch.ones_like(self.kv_rate_logit[:1]), torch.sigmoid(self.kv_rate_logit)]).to(fd)[None, :, :, None]
             fq, base_q = features(tuple(w[:, :1] for w in prior), q[:, None], kind)  # q is static: read features once
-            gates = (torch.as_tensor(mem_gate, dtype=fd, device=x.device),  # tensors: a compiled step does not
-                     torch.as_tensor(surprise_scale, dtype=fd, device=x.device), box_rate)  # recompile as they ramp
+            gates = (mem_gate, surprise_scale, box_rate)  # the model's 0-dim schedule tensors: no host value
             o, surprise, (change, mean, sq, seen) = self._scan(
                 inputs, logits[0], alpha, (fq, base_q), (state.change, state.err_mean, state.err_sq, state.seen),
                 prior, gates, n_commit, L - n_out)

@@ -27,7 +27,8 @@ class TransformerBlock(nn.Module):
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> dict:
         return {"attn": self.attn.empty_cache(batch, device, dtype)}
 
-    def forward(self, x: torch.Tensor, pos: int, state: dict, mem_gate: float, surprise_scale: float) -> tuple[torch.Tensor, dict]:
+    def forward(self, x: torch.Tensor, pos: int, state: dict, mem_gate: torch.Tensor | float,
+                surprise_scale: torch.Tensor | float) -> tuple[torch.Tensor, dict]:
         attn, cache = self.attn(self.norm1(x), pos, state["attn"])
         x = x + self.drop(attn)
         x = x + self.drop(self.mlp(self.norm2(x)))

@@ -63,7 +63,7 @@ class HopeBlock(nn.Module):
                           self.bank.init_state(batch, device) if self.bank is not None else None, empty,
                           self.cms.init_state(batch, device) if self.cms.has_fast else None, empty)
 
-    def forward(self, x: Tensor, pos: int, state: BlockState, mem_gate: float, surprise_scale: float
+    def forward(self, x: Tensor, pos: int, state: BlockState, mem_gate: Tensor | float, surprise_scale: Tensor | float
                 ) -> tuple[Tensor, BlockState]:
         """x (B, T, C) at absolute positions pos.. ; returns the block output and its new state."""
         T = x.shape[1]

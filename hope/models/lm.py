@@ -53,9 +53,12 @@ class LanguageModel(nn.Module):
         for name, p in self.named_parameters():  # GPT-2 style scaled init of residual output projections
             if name.endswith(("attn.proj.weight", "smt.proj.weight", "mlp.down.weight", "slow.down.weight")):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.depth))
-        # Schedules set by the training loop every step (architecture.md §5); evaluation uses their final values.
-        self.mem_gate = cfg.mem_write.end
-        self.surprise_scale = cfg.surprise_scale.end
+        # Schedules set by the training loop every step (architecture.md §5, §8); evaluation uses their final values.
+        # 0-dim tensors on the model's device, updated in place: the forward reads no host number (no host-to-device
+        # copy per call, nothing for torch.compile to guard on as they ramp). Not persistent: they belong to the run
+        # (the checkpoint's step sets them), not to the weights.
+        self.register_buffer("_mem_gate", torch.tensor(float(cfg.mem_write.end)), persistent=False)
+        self.register_buffer("_surprise_scale", torch.tensor(float(cfg.surprise_scale.end)), persistent=False)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -70,8 +73,20 @@ class LanguageModel(nn.Module):
         """Parameters counted once (the tied head is the embedding)."""
         return sum(p.numel() for p in self.parameters())
 
+    @property
+    def mem_gate(self) -> float:
+        """The mem_write gate now in force (a host read: for reports, never inside a step)."""
+        return float(self._mem_gate)
+
+    @property
+    def surprise_scale(self) -> float:
+        return float(self._surprise_scale)
+
+    @torch.no_grad()
     def set_schedules(self, mem_gate: float, surprise_scale: float) -> None:
-        self.mem_gate, self.surprise_scale = float(mem_gate), float(surprise_scale)
+        """Set both schedules in place (a fill with a scalar argument: no host-to-device copy, no sync)."""
+        self._mem_gate.fill_(float(mem_gate))
+        self._surprise_scale.fill_(float(surprise_scale))
 
     def init_state(self, batch: int, device: torch.device | str | None = None) -> LMState:
         device = torch.device(device) if device is not None else self.embed.weight.device
@@ -87,7 +102,7 @@ class LanguageModel(nn.Module):
         x = self.embed(idx)  # (B, T, C)
         layers = []
         for block, layer_state in zip(self.blocks, state.layers):
-            x, new_state = block(x, state.pos, layer_state, self.mem_gate, self.surprise_scale)
+            x, new_state = block(x, state.pos, layer_state, self._mem_gate, self._surprise_scale)
             layers.append(new_state)
         return self.head(self.norm(x)), LMState(state.pos + idx.shape[1], layers, state.task_tail)
 
@@ -131,16 +146,14 @@ class LanguageModel(nn.Module):
         the next-byte loss of every position whose target lies inside the chunk (the last position's target is
         the next chunk's first byte, not seen yet). A per-sample sum, not a batch mean: each sample's fast
         weights get the gradient of its own loss only. eta is the surrogate's bound and mem_write gate
-        (`ContinuumMemory.step_size`).
+        (`ContinuumMemory.task_step`); at gate 0 the step changes nothing (the fast level stays at its init).
 
         The inner gradient is taken with torch.autograd.grad on the committed fast weights: in training they are
         part of the outer graph (retain_graph keeps it for the outer backward); without one (evaluation,
         generation under torch.no_grad) the chunk runs under enable_grad on detached leaves and its outputs are
         detached again, so the fast level keeps learning at inference like the other memories.
         """
-        gate = self.mem_gate
-        if gate == 0:  # mem_write gate 0: the fast level stays at its learned initial state
-            return self._segments(idx, state)
+        gate = self._mem_gate  # a device tensor: no host branch on its value (gate 0 gives a zero step)
         outer = torch.is_grad_enabled()
         # Without an outer graph, detach even tensors that report requires_grad (a view of a parameter taken
         # under no_grad does, yet carries no graph to differentiate through).

@@ -24,6 +24,15 @@ from torch import Tensor, nn
 from hope.train.sharding import shard_like
 
 
+def saved_buffers(module: nn.Module) -> Iterator[tuple[str, Tensor]]:
+    """The buffers a state_dict saves: non-persistent ones (the schedules of `LanguageModel`) belong to the run,
+    not to the weights, so the EMA neither averages nor restores them."""
+    for prefix, mod in module.named_modules():
+        for name, buf in mod._buffers.items():
+            if buf is not None and name not in mod._non_persistent_buffers_set:
+                yield (f"{prefix}.{name}" if prefix else name), buf
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The bare module under DistributedDataParallel (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers,
     so parameter names are the same however the model is wrapped."""
@@ -55,7 +64,7 @@ class EMA:
             base = unwrap(model)
             with torch.no_grad():
                 self.shadow = {n: p.detach().float().clone() for n, p in base.named_parameters()}
-                self.buffers = {n: b.detach().clone() for n, b in base.named_buffers()}
+                self.buffers = {n: b.detach().clone() for n, b in saved_buffers(base)}
 
     @property
     def enabled(self) -> bool:
@@ -93,7 +102,7 @@ class EMA:
         # two foreach passes rather than lerp_, so the result is exactly d * old + (1 - d) * new as documented
         torch._foreach_mul_(shadows, self.decay)
         torch._foreach_add_(shadows, torch._foreach_mul(weights, 1.0 - self.decay))
-        for n, b in base.named_buffers():
+        for n, b in saved_buffers(base):
             self._get(self.buffers, n).copy_(b)
         self.num_updates += 1
 
@@ -102,7 +111,7 @@ class EMA:
             shadow = self._get(self.shadow, n)
             new = shadow * self.decay + p.detach().float() * (1.0 - self.decay)  # the same two roundings as update
             shadow.copy_(torch.where(ok, new, shadow))
-        for n, b in base.named_buffers():
+        for n, b in saved_buffers(base):
             saved = self._get(self.buffers, n)
             saved.copy_(torch.where(ok, b, saved))
         counted = ok.to(torch.int64)
@@ -116,7 +125,7 @@ class EMA:
         base = unwrap(model)
         for n, p in base.named_parameters():
             p.copy_(self._get(self.shadow, n))
-        for n, b in base.named_buffers():
+        for n, b in saved_buffers(base):
             b.copy_(self._get(self.buffers, n))
 
     @contextmanager
@@ -131,7 +140,7 @@ class EMA:
         base = unwrap(model)
         with torch.no_grad():
             saved_params = {n: p.detach().clone() for n, p in base.named_parameters()}
-            saved_buffers = {n: b.detach().clone() for n, b in base.named_buffers()}
+            kept_buffers = {n: b.detach().clone() for n, b in saved_buffers(base)}
         self.copy_to(base)
         try:
             yield model
@@ -139,8 +148,8 @@ class EMA:
             with torch.no_grad():
                 for n, p in base.named_parameters():
                     p.copy_(saved_params[n])
-                for n, b in base.named_buffers():
-                    b.copy_(saved_buffers[n])
+                for n, b in saved_buffers(base):
+                    b.copy_(kept_buffers[n])
 
     def state_dict(self) -> dict[str, Any]:
         return {"decay": self.decay, "num_updates": self.num_updates,

@@ -75,7 +75,7 @@ from hope.runs import (MetricsLog, RunFiles, absolute_data, check_writable, metr
                        refuse_overwrite, require_tensorboard, write_run_config)
 from hope.runtime import DistInfo, autocast, init_distributed, resolve_device, seed_everything, shutdown_distributed
 from hope.train.ema import EMA
-from hope.train.optim import build_optimizer, set_lr
+from hope.train.optim import CombinedOptimizer, build_optimizer, set_lr
 from hope.train.schedule import lr_at
 from hope.train.sharding import (average_gradients, full_model_state, full_value, gather_full, load_full_model_state,
                                  local, shard_like, shard_model, shard_optimizer_state)
@@ -136,13 +136,15 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    """Restore `_rng_state`'s RNGs, from whatever device its tensors were loaded onto (RNG states are CPU byte
+    tensors to torch, CUDA's included)."""
+    torch.set_rng_state(state["torch"].cpu())
     random.setstate((3, tuple(int(x) for x in state["python"]), state.get("python_gauss")))
     has_gauss, cached = state.get("numpy_gauss", (0, 0.0))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), int(state.get("numpy_pos", 624)),
+    np.random.set_state(("MT19937", state["numpy"].cpu().numpy().astype(np.uint32), int(state.get("numpy_pos", 624)),
                          int(has_gauss), float(cached)))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 class _StopSignal:
@@ -468,9 +470,11 @@ def _setup(cfg: Config, device: torch.device, info: DistInfo, *, corpus: Corpus 
     # M3's slow momentum period is the slow level's period: one name per concept (update_frequencies.optimizer_step)
     opt_args = dict(lr=cfg.lr, base_momentum=cfg.base_momentum, weight_decay=cfg.weight_decay, beta2=cfg.beta2,
                     m3_frequency=cfg.update_frequencies.optimizer_step)
+    # Fused AdamW skips a non-finite step inside its kernel (`_masked_step`); FSDP's DTensor shards keep foreach.
+    opt_args["fused"] = not sharded and device.type in ("cpu", "cuda")
     optimizer = build_optimizer(main_named, cfg.optimizer_type, **opt_args)
     slow_optimizer = build_optimizer(slow_named, cfg.optimizer_type, **opt_args) if slow_named else None
-    use_scaler = cfg.amp and cfg.amp_dtype == "fp16" and device.type == "cuda"
+    use_scaler = cfg.amp and cfg.amp_dtype == "fp16"  # fp16's range needs loss scaling on any device
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     ema = EMA(model, cfg.ema_decay)
     meta = None
@@ -511,7 +515,9 @@ def _restore(run: _Run, resume: str | Path) -> None:
     """Load a checkpoint written by `_checkpoint` into `run` (weights, optimisers, slow level, scaler, EMA,
     meta-learner, step, RNG states)."""
     # FSDP: every rank reads the full checkpoint into host memory and keeps its shards on the device
-    ckpt = load_checkpoint(resume, map_location="cpu" if run.sharded else run.device)
+    # Loaded on the host whatever the device: the RNG states must stay CPU tensors (`_set_rng_state`), and
+    # load_state_dict copies weights, optimiser state and sums onto their parameters' devices.
+    ckpt = load_checkpoint(resume, map_location="cpu")
     _check_resumable(ckpt, checkpoint_config(ckpt, resume), run.model, run.cfg, resume)
     try:
         if run.sharded:
@@ -717,10 +723,22 @@ def _device_state(optimizer: torch.optim.Optimizer, ok: torch.Tensor) -> list[to
 
 @torch.no_grad()
 def _masked_step(optimizer: torch.optim.Optimizer, ok: torch.Tensor) -> None:
-    """`optimizer.step()` where `ok`, else nothing, decided without a host read: the step runs on a copy of what
-    it changes and `torch.where(ok, new, old)` keeps one or the other, bit for bit (one extra copy of the
-    parameters and optimiser state per step). Where `_device_state` says the step cannot be undone on the
-    device, `ok` is read on the host instead (a sync: the first step of a run, and every step of M3)."""
+    """`optimizer.step()` where `ok`, else nothing, decided without a host read.
+
+    Fused AdamW takes the decision itself: its kernel skips the update where its ``found_inf`` input is 1
+    (parameters, moments and the step count keep their values bit for bit), a few launches for the whole model.
+    Other optimisers run the step on a copy of what it changes and `torch.where(ok, new, old)` keeps one or the
+    other (one extra copy of the parameters and optimiser state per step). Where `_device_state` says the step
+    cannot be undone on the device, `ok` is read on the host instead (a sync: the first step of a run with such an
+    optimiser, and every step of M3)."""
+    if isinstance(optimizer, CombinedOptimizer):  # muon/m3: each half decides its own way
+        for child in optimizer.optimizers:
+            _masked_step(child, ok)
+        return
+    if optimizer.defaults.get("fused"):
+        optimizer.found_inf = (~ok).to(torch.float32)
+        optimizer.step()
+        return
     tensors = _device_state(optimizer, ok)
     if tensors is None:
         if bool(ok):

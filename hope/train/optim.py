@@ -307,7 +307,8 @@ M3_DEFAULT_BETA3 = 0.9
 
 def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], optimizer_type: str, lr: float,
                     base_momentum: float, weight_decay: float, *, beta2: float = 0.95, eps: float = 1e-8,
-                    m3_frequency: int = 4, m3_alpha: float = 1.0, m3_variant: M3Variant = "paper") -> Optimizer:
+                    m3_frequency: int = 4, m3_alpha: float = 1.0, m3_variant: M3Variant = "paper",
+                    fused: bool = False) -> Optimizer:
     """The outer optimiser for ``named_params`` (e.g. ``model.named_parameters()``; frozen ones are skipped).
 
     Args:
@@ -323,6 +324,9 @@ def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], optimizer_
         m3_frequency: M3's f, optimiser steps per slow-momentum write.
         m3_alpha: M3's alpha, weight of the slow direction.
         m3_variant: M3's recurrences, "paper" (Algorithm 1 as printed) or "ema" (see :class:`M3`).
+        fused: AdamW (alone or as the other half) as one fused kernel per device and dtype (``fused=True``), whose
+            ``found_inf`` input skips a step on the device: parameters, moments and step count unchanged, no host
+            read (the training loop's non-finite guard uses it); needs the parameters on a CPU or CUDA device.
 
     Returns a ``torch.optim.Optimizer``: AdamW/SGD directly, a :class:`CombinedOptimizer` (matrix optimiser first,
     then AdamW; a half with no parameters is left out) for "muon"/"m3".
@@ -334,7 +338,8 @@ def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], optimizer_
         raise ValueError("build_optimizer: no trainable parameters")
 
     def adamw(params: list[tuple[str, Tensor]]) -> Optimizer:
-        return torch.optim.AdamW(_decay_groups(params, weight_decay), lr=lr, betas=(base_momentum, beta2), eps=eps)
+        return torch.optim.AdamW(_decay_groups(params, weight_decay), lr=lr, betas=(base_momentum, beta2), eps=eps,
+                                 fused=fused or None)
 
     if optimizer_type == "adamw":
         return adamw(named)
