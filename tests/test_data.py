@@ -58,7 +58,7 @@ def test_load_bytes_reads_any_file_exactly(tmp_path):
 
 @pytest.mark.parametrize("kind, fragment", [
     ("missing", "data file not found"),
-    ("directory", "must be a file, got a directory"),
+    ("directory", "names no file"),  # an empty directory: a collection of no documents
     ("empty", "data file is empty"),
 ])
 def test_bad_data_files_raise_data_error(tmp_path, kind, fragment):

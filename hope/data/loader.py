@@ -7,6 +7,10 @@ spec says `answers_only` (`loss_on: answers`); text rows keep every target.
 
 Batch i of a run is a pure function of (seed, i, rank), so a resumed run sees exactly the batches the
 uninterrupted run would have seen, whatever `num_workers` is, without saving any loader state.
+
+The data is read by offset, a window at a time: over a memory-mapped corpus (hope.data.mapped) a worker reads only
+the pages of its windows. Workers share the mapping: a forked worker inherits it, and a `BatchStream` pickles
+its data by reference (path, offset, length), so a spawned worker maps the file again instead of receiving a copy.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from hope.data import mqar
+from hope.data.mapped import share, unshare
 from hope.data.recall import training_row
 
 
@@ -59,6 +64,12 @@ class BatchStream(IterableDataset):
         self.data, self.batch_size, self.seq_len = data, batch_size, seq_len
         self.seed, self.start, self.stop, self.rank = seed, start, stop, rank
         self.recall_fraction, self.recall_episodes, self.mqar_spec = recall_fraction, recall_episodes, mqar_spec
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "data": share(self.data)}  # a mapped corpus travels as (path, offset, length)
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, data=unshare(state["data"]))
 
     def __iter__(self):
         info = get_worker_info()
