@@ -1,11 +1,14 @@
 """Build the long-document corpus of docs/results.md from the running Python's standard library source.
 
-One document per `.py` file of at least `--min_bytes` (default 16 KB), files separated by a form feed line, in path
-order within each split. The validation documents are the files first in the order of a hash of their path (so
-the choice does not depend on the machine's file order), as many as fit in a tenth of the bytes; they come last, and the training part is cut
-to exactly nine times their size, so the project's standard split (first 90% train, last 10% validation)
-falls exactly on a file boundary: no validation document is seen in training. Never committed: it is rebuilt
-from the interpreter that runs it (so figures name the Python version this prints).
+A prepared collection (`hope.data.prepare.build_collection`, what `hope-prepare-data --inputs` builds): one
+document per `.py` file of at least `--min_bytes` (default 16 KB) outside site-packages, each followed by a form
+feed line, in path order within each split, written as `--out` plus its document index `--out`.index.json. The
+validation documents are the collection rule's (`hope.data.corpus.validation_documents`): the files first in
+the order of a hash of their path relative to the standard library (so the choice does not depend on the
+machine's file order), as many as fit in a tenth of the bytes. `--data OUT` then reads them memory-mapped, split
+by document: no validation document is seen in training, and `hope-eval-binned` counts positions from each
+document's start. Never committed: it is rebuilt from the interpreter that runs it (so figures name the Python
+version this prints).
 
 Run as:
     python scripts/build_stdlib_corpus.py --out data/stdlib_long.txt
@@ -14,47 +17,27 @@ Run as:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import sysconfig
 from pathlib import Path
 
-SEPARATOR = b"\n\x0c\n"  # form feed between documents
+from hope.data.corpus import DocumentFile, index_path
+from hope.data.prepare import FileSource, build_collection
+from hope.errors import HopeError
+
+SEPARATOR = b"\n\x0c\n"  # form feed after every document
 
 
-def documents(root: Path, min_bytes: int) -> list[tuple[str, bytes]]:
+def documents(root: Path, min_bytes: int) -> list[DocumentFile]:
+    """The `.py` files of at least `min_bytes` under `root` (site-packages left out), named relative to `root`."""
     out = []
     for path in sorted(root.rglob("*.py")):
-        if "site-packages" in path.parts:
+        if "site-packages" in path.parts or not path.is_file():
             continue
-        data = path.read_bytes()
-        if len(data) >= min_bytes:
-            out.append((str(path.relative_to(root)), data))
+        size = path.stat().st_size
+        if size >= min_bytes:
+            out.append(DocumentFile(name=path.relative_to(root).as_posix(), path=path, size=size))
     return out
-
-
-def validation_names(docs: list[tuple[str, bytes]]) -> set[str]:
-    """The files first in hash order whose sizes add up to at most a tenth of all bytes (at least one)."""
-    budget, chosen, used = sum(len(d) for _, d in docs) // 10, set(), 0
-    for name, data in sorted(docs, key=lambda nd: hashlib.sha256(nd[0].encode()).digest()):
-        if used + len(data) > budget and chosen:
-            continue
-        chosen.add(name)
-        used += len(data)
-    return chosen
-
-
-def build(root: Path, min_bytes: int) -> tuple[bytes, dict[str, int]]:
-    docs = documents(root, min_bytes)
-    if len(docs) < 2:
-        raise SystemExit(f"error: fewer than two files of >= {min_bytes} bytes under {root}")
-    held = validation_names(docs)
-    val = SEPARATOR.join(d for n, d in docs if n in held) + SEPARATOR
-    train = SEPARATOR.join(d for n, d in docs if n not in held) + SEPARATOR
-    train = train[:9 * len(val)]  # first 90% = exactly the training documents kept
-    stats = {"files": len(docs), "validation_files": len(held),
-             "train_bytes": len(train), "validation_bytes": len(val)}
-    return train + val, stats
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,17 +47,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stdlib", default=sysconfig.get_paths()["stdlib"], help="the standard library folder")
     args = p.parse_args(argv)
     out = Path(args.out)
-    if out.exists():
-        print(f"error: {out} exists; remove it or choose another --out", file=sys.stderr)
+    for path in (out, index_path(out)):
+        if path.exists():
+            print(f"error: {path} exists; remove it or choose another --out", file=sys.stderr)
+            return 2
+    docs = documents(Path(args.stdlib), args.min_bytes)
+    if len(docs) < 2:
+        print(f"error: fewer than two files of >= {args.min_bytes} bytes under {args.stdlib}", file=sys.stderr)
         return 2
-    data, stats = build(Path(args.stdlib), args.min_bytes)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(out)
-    print(f"wrote {out}: {stats['files']} files >= {args.min_bytes} bytes from Python {sys.version.split()[0]} "
-          f"({stats['validation_files']} validation), {stats['train_bytes']:,} train + "
-          f"{stats['validation_bytes']:,} validation bytes")
+    try:
+        stats = build_collection(out, [FileSource(files=docs)], separator=SEPARATOR)
+    except HopeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} and {stats['index']}: {stats['documents']} files >= {args.min_bytes} bytes from Python "
+          f"{sys.version.split()[0]} ({stats['validation_documents']} validation), "
+          f"{stats['bytes'] - stats['validation_bytes']:,} train + {stats['validation_bytes']:,} validation bytes")
     return 0
 
 

@@ -20,25 +20,34 @@ def _script(name: str):
     return module
 
 
-def test_stdlib_corpus_splits_on_a_file_boundary(tmp_path, capsys):
-    """Validation documents come last and the standard 90/10 split falls exactly where they begin."""
+def test_stdlib_corpus_is_a_collection_split_by_document(tmp_path, capsys):
+    """A prepared collection: each file one document followed by a form feed line, validation documents by the
+    collection rule (a tenth of the bytes, by hash of the relative path), never seen in training."""
+    from hope.data.corpus import index_path, validation_documents
+
     build = _script("build_stdlib_corpus")
     src = tmp_path / "lib"
-    src.mkdir()
+    (src / "site-packages").mkdir(parents=True)
     for i in range(40):
         (src / f"m{i:02d}.py").write_bytes(f"# module {i}\n".encode() * (200 + 37 * i))
     (src / "small.py").write_text("x = 1\n")  # under --min_bytes: left out
+    (src / "site-packages" / "big.py").write_bytes(b"# vendored\n" * 1000)  # left out
     out = tmp_path / "corpus.txt"
     assert build.main(["--out", str(out), "--stdlib", str(src), "--min_bytes", "1024"]) == 0
     corpus = load_corpus(out)
     docs = build.documents(src, 1024)
-    assert len(docs) == 40
-    val_names = sorted(build.validation_names(docs))
-    first_val = (src / val_names[0]).read_bytes()
-    assert bytes(corpus.val[:len(first_val)].tolist()) == first_val  # validation starts with a whole document
-    assert len(corpus.train) == 9 * len(corpus.val)
-    assert "4" in capsys.readouterr().out
+    assert len(docs) == 40 and len(corpus.train_docs) + len(corpus.val_docs) == 40
+    held = validation_documents([d.name for d in docs], [d.size for d in docs])
+    assert set(corpus.val_docs.names) == {docs[i].name for i in held}
+    raw = corpus.val.numpy().tobytes()
+    for name, lo, hi in zip(corpus.val_docs.names, corpus.val_docs.offsets[:-1], corpus.val_docs.offsets[1:]):
+        assert raw[lo:hi] == (src / name).read_bytes() + build.SEPARATOR  # whole documents
+    assert 0 < len(corpus.val) <= 0.1 * (len(corpus.train) + len(corpus.val))
+    assert "40 files" in capsys.readouterr().out
     assert build.main(["--out", str(out), "--stdlib", str(src)]) == 2  # never overwrites
+    out.unlink()
+    assert build.main(["--out", str(out), "--stdlib", str(src)]) == 2  # nor its index
+    assert index_path(out).exists()
 
 
 def test_memory_health_reports_every_block(tmp_path, capsys):
