@@ -36,6 +36,10 @@ from hope.layers.chunking import state_dtype
 from hope.layers.mlp import MLP
 from hope.ops.memory import box_apply, delta_rule_chunked, features, write_inputs
 
+# Tokens per block of the fast level's chunkwise write. Its keys and targets never read its state, and the write
+# is exact at any block size, so blocks are a speed setting only (`error_update` sets where the state commits):
+# few large blocks mean few launches (architecture.md §8); 256 bounds the (block x block) products.
+FAST_BLOCK = 256
 TASK_ETA_MAX = 0.5  # cms_objective: task: the rate of its summed-gradient step is TASK_ETA_MAX / chunk at most
 
 
@@ -105,7 +109,7 @@ class ContinuumMemory(nn.Module):
                 for lo, hi, commits in ((0, n_commit, True), (n_commit, L, False)):  # committed part, then the tail
                     if hi > lo:
                         o, d = delta_rule_chunked(change, kappa[:, :, lo:hi], tau[:, :, lo:hi], fq[:, :, lo:hi],
-                                                  eta[..., lo:hi], alpha[..., lo:hi], self.chunk)
+                                                  eta[..., lo:hi], alpha[..., lo:hi], FAST_BLOCK)
                         reads.append(o)
                         change = d if commits else change
                 fast = (base_q + torch.cat(reads, dim=2) - cur)[:, :, L - n_out:]  # M_t(n(h_t)) - n(h_t)

@@ -43,11 +43,25 @@ import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from hope.layers.chunking import state_dtype
-from hope.ops.memory import KINDS, ChunkPlan, box_apply, commit_chunk, features, plan_chunk, read_chunk, write_chunk, write_inputs
+from hope.ops.memory import (KINDS, ChunkPlan, box_apply, chunk_groups, commit_chunk, features, read_chunk,
+                              segment_products, write_chunk, write_inputs)
 
 SURPRISE_CLIP = 3.0  # normalised surprise is clipped to +-3 standard deviations
 RETENTION_INIT = 8.5  # alpha = sigmoid(8.5) = 1 - 2.0e-4: a half-life of ~3400 bytes at init (architecture.md §3b)
 KV_RATE_INIT = -3.0  # the k/v boxes write at sigmoid(-3) = 0.047 of the memory's rate at init (learned)
+
+
+class ChunkInputs(NamedTuple):
+    """What one chunk's step needs besides the carried state; none of it reads the state (`_chunk_plans`)."""
+
+    fz: Tensor  # (B, 2, H, c, f) the k/v boxes' prior features of their inputs (plain Titans: the inputs)
+    bz: Tensor  # (B, 2, H, c, d) their prior outputs base(z)
+    gate: Tensor  # (B, 1, H, c) the inner rate's logit
+    keep: Tensor  # (B, 1, H, c, c) P[t, j] = prod_{r=j+1..t} alpha_r (lower triangle)
+    keep_strict: Tensor  # (B, 1, H, c, c) the same below the diagonal only
+    decay: Tensor  # (B, 1, H, c) G_t = prod_{r<=t} alpha_r
+    fq: Tensor  # (B, 1, H, c, f) the memory box's read features of the queries
+    base_q: Tensor  # (B, 1, H, c, d) its prior read
 
 
 class SMTState(NamedTuple):
@@ -135,22 +149,43 @@ class SelfModifyingMemory(nn.Module):
         """Box inputs ``z (B, 2, H, c, d)`` at the state ``change`` -> keys ``k (B, 1, H, c, d)`` and every box's
         target ``v_hat (B, boxes, H, c, d)``: k, v from the k/v boxes and ``v_hat = M_box(v)`` (self-modifying), or
         the projections themselves and the target v (plain Titans). Targets are unit vectors."""
+        return self._keys_targets(self._kv_features(z, prior), change, prior)
+
+    def _kv_features(self, z: Tensor, prior: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        """The k/v boxes' prior features of their inputs, ``(f(z), base(z))`` with ``M(z) = base(z) + D f(z)``:
+        they do not depend on the state, so a call computes them once for all its chunks (architecture.md §8).
+        ``z (B, 2, H, ..., d)``; plain Titans has no k/v boxes: ``(z, z)``."""
         if not self.self_modifying:
-            return z.split(1, dim=1)
-        kv = F.normalize(box_apply(tuple(w[:, 1:] for w in prior), change[:, 1:], z, self.kind), dim=-1)
-        k, v = kv.split(1, dim=1)  # (B, 1, H, c, d) each
+            return z, z
+        extra = (1,) * (z.dim() - 5)  # chunk axes of z, e.g. (B, 2, H, n, c, d): the prior broadcasts over them
+        kv_prior = tuple(w.reshape(*w.shape[:3], *extra, *w.shape[3:]) for w in (w[:, 1:] for w in prior))
+        return features(kv_prior, z, self.kind)
+
+    def _keys_targets(self, kv_features: tuple[Tensor, Tensor], change: Tensor, prior: tuple[Tensor, ...]
+                      ) -> tuple[Tensor, Tensor]:
+        """:meth:`keys_targets` from the k/v boxes' prior features ``(f(z), base(z)) (B, 2, H, c, .)``."""
+        f, base = kv_features
+        if not self.self_modifying:
+            return base.split(1, dim=1)
+        k, v = F.normalize(base + f @ change[:, 1:].mT, dim=-1).split(1, dim=1)  # (B, 1, H, c, d) each
         # Unit targets: a box's own output as its target feeds back (a larger change gives larger targets, which
         # grow it further: a trained model reached inf after ~15K bytes of MQAR rows); the direction is what a
         # read uses (keys and values are normalised, the memory's read goes through out_norm).
         return k, F.normalize(box_apply(prior, change, v, self.kind), dim=-1)
 
-    def _surprise(self, err: Tensor, mean: Tensor, sq: Tensor, seen: Tensor) -> Tensor:
+    def _write_inputs(self, prior: tuple[Tensor, ...], k: Tensor, v_hat: Tensor) -> tuple[Tensor, Tensor]:
+        """`hope.ops.memory.write_inputs`; a linear box's keys are unit already (kappa = k, tau = v_hat - W_0 k)."""
+        if self.kind == "linear":
+            return k, v_hat - k @ prior[0].mT
+        return write_inputs(prior, k, v_hat, self.kind)
+
+    def _surprise(self, err: Tensor, mean: Tensor, sq: Tensor, seen: Tensor, counts: Tensor) -> Tensor:
         """Normalised surprise ``(B, H, c)`` of a chunk's per-token errors ``err (B, H, c)``: by the running
-        statistics once they exist, else by the causal prefix statistics of this chunk (token t sees 0..t)."""
-        n = torch.arange(1, err.shape[-1] + 1, dtype=err.dtype, device=err.device)
+        statistics once they exist, else by the causal prefix statistics of this chunk (token t sees 0..t;
+        ``counts = 1..c``)."""
         fresh = seen[..., None] == 0  # (B, H, 1)
-        mean = torch.where(fresh, err.cumsum(-1) / n, mean[..., None])
-        sq = torch.where(fresh, err.pow(2).cumsum(-1) / n, sq[..., None])
+        mean = torch.where(fresh, err.cumsum(-1) / counts, mean[..., None])
+        sq = torch.where(fresh, err.pow(2).cumsum(-1) / counts, sq[..., None])
         var = (sq - mean.pow(2)).clamp_min(0) + (0.01 * mean).pow(2) + 1e-12  # floors: identical errors, zeros
         return ((err - mean) / var.sqrt()).clamp(-SURPRISE_CLIP, SURPRISE_CLIP)
 
@@ -167,6 +202,24 @@ class SelfModifyingMemory(nn.Module):
         if self._compiled_step is None:
             self._compiled_step = torch.compile(self._chunk_step, dynamic=False)
 
+    def _chunk_plans(self, inputs: Tensor, gate: Tensor, alpha: Tensor, reads: tuple[Tensor, Tensor],
+                     prior: tuple[Tensor, ...], start: int, n: int, c: int) -> list[ChunkInputs]:
+        """Everything the `n` chunks of `c` tokens from `start` need that does not read the carried state, computed
+        for all of them at once (architecture.md §8): the k/v boxes' prior features, the retention products and
+        decays (alpha only), the read features; then split per chunk (`unbind`: one op, n views)."""
+        def chunks(x: Tensor, dim: int) -> Tensor:  # (..., L, ...) at `dim` -> (..., n, c, ...)
+            return x.narrow(dim, start, n * c).unflatten(dim, (n, c))
+
+        z = chunks(inputs, -2)  # (B, 2, H, n, c, d)
+        fz, bz = self._kv_features(z, prior)
+        a = chunks(alpha, -1)[:, None]  # (B, 1, H, n, c)
+        keep = segment_products(a)  # (B, 1, H, n, c, c)
+        decay = a.cumprod(dim=-1)  # (B, 1, H, n, c)
+        fq, base_q = (chunks(r, -2) for r in reads)  # (B, 1, H, n, c, f | d)
+        gate = chunks(gate, -1)[:, None]  # (B, 1, H, n, c): the chunk axis where every other input has it
+        per_chunk = [t.unbind(3) for t in (fz, bz, gate, keep, keep.tril(-1), decay, fq, base_q)]
+        return [ChunkInputs(*parts) for parts in zip(*per_chunk)]
+
     @torch.compiler.disable  # a whole-model torch.compile stops here: the loop stays eager, its step is compiled
     def _scan(self, inputs: Tensor, gate: Tensor, alpha: Tensor, reads: tuple[Tensor, Tensor],
               stats: tuple[Tensor, ...], prior: tuple[Tensor, ...], gates: tuple, n_commit: int, first_read: int
@@ -178,42 +231,40 @@ class SelfModifyingMemory(nn.Module):
         reads of the chunks from the one holding token `first_read` on ``(B, H, ., d)``, the surprise ``(B, L)``
         and the stats after the first `n_commit` tokens.
         """
-        L, chunk = gate.shape[-1], self.chunk
         step = self._compiled_step or self._chunk_step
         if self.recompute and torch.is_grad_enabled():  # keep chunk-boundary states only, recompute the rest
             step = functools.partial(torch.utils.checkpoint.checkpoint, step, use_reentrant=False)
-        outs, surprises = [], []
-        for start in range(0, L, chunk):
-            end = min(start + chunk, L)
-            read = tuple(r[..., start:end, :] for r in reads) if end > first_read else None
-            out, surprise, stats = step(inputs[..., start:end, :], gate[..., start:end], alpha[..., start:end], read,
-                                        stats, prior, gates, end <= n_commit)
-            outs += [out] if out is not None else []
-            surprises.append(surprise)
+        outs, surprises, end = [], [], 0
+        for start, n, c in chunk_groups(gate.shape[-1], self.chunk):  # whole chunks, then a partial last one
+            counts = torch.arange(1, c + 1, dtype=gate.dtype, device=gate.device)  # 1..c: prefix statistics
+            for chunk in self._chunk_plans(inputs, gate, alpha, reads, prior, start, n, c):
+                end += c
+                out, surprise, stats = step(chunk, end > first_read, stats, prior, gates, counts, end <= n_commit)
+                outs += [out] if out is not None else []
+                surprises.append(surprise)
         return torch.cat(outs, dim=2), torch.cat(surprises, dim=1), stats
 
-    def _chunk_step(self, z: Tensor, gate: Tensor, alpha: Tensor, read: tuple[Tensor, Tensor] | None,
-                    stats: tuple[Tensor, ...], prior: tuple[Tensor, ...], gates: tuple, commit: bool
-                    ) -> tuple[Tensor | None, Tensor, tuple[Tensor, ...]]:
+    def _chunk_step(self, chunk: ChunkInputs, read: bool, stats: tuple[Tensor, ...], prior: tuple[Tensor, ...],
+                    gates: tuple, counts: Tensor, commit: bool) -> tuple[Tensor | None, Tensor, tuple[Tensor, ...]]:
         """One chunk of c tokens at the state ``stats``: keys and targets from the boxes at that state (gap 1), the
-        surprise, every box's exact write (eq. 88) and, if `read`, the memory's reads ``(B, H, c, d)`` after each
-        token's write. Returns (reads | None, surprise ``(B, c)``, the state after the chunk if `commit`, else
-        ``stats``). ``gates = (mem_gate, surprise_scale, box_rate)``."""
+        surprise, every box's exact write (eq. 88; `hope.ops.memory`'s chunk form, solved against the residuals)
+        and, if `read`, the memory's reads ``(B, H, c, d)`` after each token's write. Returns (reads | None,
+        surprise ``(B, c)``, the state after the chunk if `commit`, else ``stats``).
+        ``gates = (mem_gate, surprise_scale, box_rate)``."""
         change, mean, sq, seen = stats
         mem_gate, surprise_scale, box_rate = gates
-        k, v_hat = self.keys_targets(z, change, prior)
-        kappa, tau = write_inputs(prior, k, v_hat, self.kind)  # (B, 1|boxes, H, c, f), (B, boxes, H, c, d)
-        err = (kappa[:, 0] @ change[:, 0].mT - tau[:, 0]).pow(2).sum(-1)  # (B, H, c) memory box error at W_c
-        surprise = self._surprise(err, mean, sq, seen)
-        eta = torch.sigmoid(gate + surprise_scale * surprise) * mem_gate
-        eta = eta[:, None] if box_rate is None else eta[:, None] * box_rate  # (B, 1|boxes, H, c)
-        plan = plan_chunk(kappa, eta, alpha[:, None])  # (B, 1|boxes, H, ...)
-        written = write_chunk(change, kappa, tau, plan)  # (B, boxes, H, c, d)
+        k, v_hat = self._keys_targets((chunk.fz, chunk.bz), change, prior)
+        kappa, tau = self._write_inputs(prior, k, v_hat)  # (B, 1, H, c, f), (B, boxes, H, c, d)
+        k_state = kappa @ change.mT  # (B, boxes, H, c, d): D_c kappa_t, every box at the chunk-start state
+        err = (k_state[:, 0] - tau[:, 0]).pow(2).sum(-1)  # (B, H, c) memory box error at the chunk-start state
+        surprise = self._surprise(err, mean, sq, seen, counts)
+        eta = torch.sigmoid(chunk.gate + surprise_scale * surprise[:, None]) * mem_gate  # (B, 1, H, c)
+        eta = eta if box_rate is None else eta * box_rate  # (B, 1|boxes, H, c)
+        plan = ChunkPlan(eta, eta.unsqueeze(-1) * (chunk.keep_strict * (kappa @ kappa.mT)), chunk.decay, chunk.keep)
+        written = write_chunk(change, kappa, tau, plan, key_state=k_state)  # (B, boxes, H, c, d)
         out = None
-        if read is not None:  # the memory box only
-            fq, base_q = read
-            mem_plan = ChunkPlan(*(p[:, :1] for p in plan))
-            out = (base_q + read_chunk(change[:, :1], fq, kappa[:, :1], written[:, :1], mem_plan))[:, 0]
+        if read:  # the memory box only
+            out = (chunk.base_q + read_chunk(change[:, :1], chunk.fq, kappa, written[:, :1], plan))[:, 0]
         if commit:
             mean, sq = self._statistics(err, mean, sq, seen)
             stats = (commit_chunk(change, kappa, written, plan), mean, sq, torch.ones_like(seen))

@@ -110,12 +110,13 @@ def delta_rule_reference(change: Tensor, key: Tensor, target: Tensor, query: Ten
 class ChunkPlan(NamedTuple):
     """What a chunk's write needs besides the state: built from keys and gates alone."""
 
-    solve: Tensor  # (..., C, C) (I + A)^-1 diag(eta), A[t, j] = eta_t P[t, j] <kappa_t, kappa_j> for j < t
-    decay: Tensor  # (..., C)    G_t = prod_{r<=t} alpha_r
-    keep: Tensor  # (..., C, C)  P[t, j] = prod_{r=j+1..t} alpha_r for j <= t, 0 above the diagonal
+    eta: Tensor  # (..., C)     the inner rates
+    mix: Tensor  # (..., C, C)  A[t, j] = eta_t P[t, j] <kappa_t, kappa_j> for j < t, 0 on and above the diagonal
+    decay: Tensor  # (..., C)   G_t = prod_{r<=t} alpha_r
+    keep: Tensor  # (..., C, C) P[t, j] = prod_{r=j+1..t} alpha_r for j <= t, 0 above the diagonal
 
 
-def _segment_products(x: Tensor) -> Tensor:
+def segment_products(x: Tensor) -> Tensor:
     """``x (..., C) -> P (..., C, C)``: ``P[t, s] = prod_{r=s+1..t} x_r`` for ``s <= t`` (1 on the diagonal), 0 above.
 
     A masked cumulative product: exact at x = 0 (no division, no log, whose gradient would be NaN there).
@@ -128,17 +129,20 @@ def _segment_products(x: Tensor) -> Tensor:
 
 def plan_chunk(key: Tensor, eta: Tensor, alpha: Tensor) -> ChunkPlan:
     """``key (..., C, dk)``, ``eta, alpha (..., C)`` -> the chunk's :class:`ChunkPlan` (any leading dims, e.g. N chunks)."""
-    keep = _segment_products(alpha)  # (..., C, C)
-    a = (eta.unsqueeze(-1) * keep * (key @ key.mT)).tril(-1)  # (..., C, C) strictly lower
-    eye = torch.eye(key.shape[-2], dtype=key.dtype, device=key.device)
-    solve = torch.linalg.solve_triangular(eye + a, torch.diag_embed(eta), upper=False, unitriangular=True)
-    return ChunkPlan(solve, alpha.cumprod(dim=-1), keep)
+    keep = segment_products(alpha)  # (..., C, C)
+    mix = eta.unsqueeze(-1) * (keep.tril(-1) * (key @ key.mT))  # (..., C, C) strictly lower
+    return ChunkPlan(eta, mix, alpha.cumprod(dim=-1), keep)
 
 
-def write_chunk(change: Tensor, key: Tensor, target: Tensor, plan: ChunkPlan) -> Tensor:
+def write_chunk(change: Tensor, key: Tensor, target: Tensor, plan: ChunkPlan, key_state: Tensor | None = None
+                ) -> Tensor:
     """The written residuals ``U (..., C, dv)`` of a chunk starting at ``change (..., dv, dk)``: row t is
-    ``eta_t (tau_t - alpha_t D_{t-1} kappa_t)``, every earlier write of the chunk included."""
-    return plan.solve @ (target - plan.decay.unsqueeze(-1) * (key @ change.mT))
+    ``eta_t (tau_t - alpha_t D_{t-1} kappa_t)``, every earlier write of the chunk included: ``(I + A) U =
+    diag(eta) (T - G * K S^T)``, one unit-triangular solve against the residuals (cheaper than forming
+    ``(I + A)^-1`` when C > dv). ``key_state = key @ change.mT`` when the caller has it."""
+    key_state = key @ change.mT if key_state is None else key_state
+    residual = plan.eta.unsqueeze(-1) * (target - plan.decay.unsqueeze(-1) * key_state)
+    return torch.linalg.solve_triangular(plan.mix, residual, upper=False, unitriangular=True)  # diagonal read as 1
 
 
 def read_chunk(change: Tensor, query: Tensor, key: Tensor, written: Tensor, plan: ChunkPlan) -> Tensor:
@@ -158,20 +162,20 @@ def delta_rule_chunked(change: Tensor, key: Tensor, target: Tensor, query: Tenso
     """Same contract and result as :func:`delta_rule_reference`, a loop over chunks of ``chunk_size`` tokens.
 
     The plans of all complete chunks are built in one batched pass before the loop (they do not depend on the
-    state); per chunk remain three small matmuls and the commit.
+    state); per chunk remain three small matmuls, the triangular solve and the commit.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     T = key.shape[-2]
     outs, d = [], change
-    for start, n, c in _chunk_groups(T, chunk_size):
+    for start, n, c in chunk_groups(T, chunk_size):
         def cut(x: Tensor) -> tuple[Tensor, ...]:  # (..., T, e) -> n x (..., c, e)
             return x.narrow(-2, start, n * c).unflatten(-2, (n, c)).unbind(-3)
 
         keys = key.narrow(-2, start, n * c).unflatten(-2, (n, c))  # (..., n, c, dk)
         plans = plan_chunk(keys, eta.narrow(-1, start, n * c).unflatten(-1, (n, c)),
                            alpha.narrow(-1, start, n * c).unflatten(-1, (n, c)))
-        per_plan = [list(p.unbind(-3 if p.dim() == keys.dim() else -2)) for p in plans]
+        per_plan = [p.unbind(-3 if p.dim() == keys.dim() else -2) for p in plans]
         queries = cut(query) if query is not None else [None] * n
         for k_n, t_n, q_n, *parts in zip(keys.unbind(-3), cut(target), queries, *per_plan):
             plan = ChunkPlan(*parts)
@@ -182,7 +186,7 @@ def delta_rule_chunked(change: Tensor, key: Tensor, target: Tensor, query: Tenso
     return (torch.cat(outs, dim=-2) if query is not None else None), d
 
 
-def _chunk_groups(T: int, C: int) -> list[tuple[int, int, int]]:
+def chunk_groups(T: int, C: int) -> list[tuple[int, int, int]]:
     """(start, n_chunks, chunk_len): the complete chunks as one group, a last partial chunk as another."""
     n_full, rest = divmod(T, C)
     return [g for g in ((0, n_full, C), (n_full * C, 1, rest)) if g[1] and g[2]]
