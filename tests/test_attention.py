@@ -53,7 +53,48 @@ def test_no_dense_mask_is_built(monkeypatch):
     monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
     q, k = torch.randn(1, 2, 64, 4), torch.randn(1, 2, 64 + 7, 4)
     sliding_window_attention(q, k, k, 8)
-    assert seen == [(8, 8, 16)]
+    assert seen == [(1, 8, 8, 16)]
+
+
+@pytest.mark.parametrize("T, window, past", [(64, 8, 7), (64, 8, 8), (13, 5, 4), (3, 8, 7), (1, 1, 0)])
+def test_sdpa_gets_4d_inputs_and_a_4d_or_2d_mask(monkeypatch, T, window, past):
+    """PyTorch's fused kernels (CUDA flash / memory-efficient, CPU flash) take 4-D (N, H, L, d) inputs only (5-D
+    sends SDPA to the math backend) and a 2-D or 4-D mask (3-D sends the CPU to the math backend)."""
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kwargs):
+        seen.append((q.dim(), k.dim(), v.dim(), None if attn_mask is None else attn_mask.dim()))
+        assert q.stride(-1) == k.stride(-1) == v.stride(-1) == 1  # what the fused kernels also require
+        return sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    q, k = torch.randn(2, 3, T, 4), torch.randn(2, 3, past + T, 4)
+    sliding_window_attention(q, k, k, window)
+    assert len(seen) == 1 and seen[0][:3] == (4, 4, 4) and seen[0][3] in (2, 4)
+
+
+def test_cpu_uses_a_fused_kernel():
+    """With 4-D inputs and mask, the CPU's SDPA picks its flash kernel, not the math backend."""
+    q, k = torch.randn(2, 3, 64, 4, requires_grad=True), torch.randn(2, 3, 64 + 7, 4)
+    names, todo = [], [sliding_window_attention(q, k, k, 8).grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is not None:
+            names.append(type(fn).__name__)
+            todo += [f for f, _ in fn.next_functions]
+    assert any("FlashAttentionForCpu" in name for name in names), names
+
+
+def test_dropout_runs():
+    """Dropout (training) takes the math backend on the same 4-D tensors; the output and gradients are finite."""
+    torch.manual_seed(0)
+    q = torch.randn(2, 3, 20, 4, requires_grad=True)
+    k = torch.randn(2, 3, 22, 4, requires_grad=True)
+    out = sliding_window_attention(q, k, k, 8, dropout_p=0.5)
+    assert out.shape == q.shape and torch.isfinite(out).all()
+    out.sum().backward()
+    assert torch.isfinite(q.grad).all() and torch.isfinite(k.grad).all()
 
 
 @pytest.mark.parametrize("window, sizes", [(4, [5, 1, 7, 3]), (1, [3, 2]), (6, [2, 2, 9, 13])])
