@@ -49,12 +49,18 @@ def load_bytes(path: str | Path) -> torch.Tensor:
         raise DataError(f"data file not found: {path} (download one with hope-prepare-data, or omit --data for random data)")
     if path.is_dir():
         raise DataError(f"--data must be a file, got a directory: {path}")
-    if path.stat().st_size == 0:
-        raise DataError(f"data file is empty: {path}")
     try:
-        return map_file(path)
+        if path.is_file() and path.stat().st_size > 0:
+            try:
+                return map_file(path)
+            except (OSError, ValueError):  # a file system that cannot map files: read it instead
+                pass
+        raw = path.read_bytes()  # also a pipe or process substitution, which has no size to map
     except OSError as exc:
         raise DataError(f"cannot read data file {path}: {exc.strerror or exc}") from None
+    if not raw:
+        raise DataError(f"data file is empty: {path}")
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
 
 
 _SYLLABLES = ["ka", "ri", "to", "me", "su", "la", "no", "vi", "de", "po", "ga", "shi", "ren", "tho", "qu", "ax",
