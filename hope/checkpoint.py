@@ -11,17 +11,16 @@ and a checkpoint from a stranger cannot run code. Keys:
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from hope.atomic import atomic_open
 from hope.config import Config, ConfigError, config_from_dict, config_to_dict
 from hope.errors import HopeError
-from hope.runs import file_mode, resolve_data
+from hope.runs import resolve_data
 
 FORMAT = "hope-checkpoint-v1"
 
@@ -31,26 +30,12 @@ class CheckpointError(HopeError):
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write atomically: temp file in the same directory, fsync, then rename over the target.
-
-    The file gets the mode a plain `open()` would (umask applied: 0644 under umask 022), not mkstemp's 0600, so a
-    teammate can read it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically (`hope.atomic`: temp file in the same directory, fsync, rename over the target), with the
+    mode a plain `open()` would give it (0644 under umask 022), not mkstemp's 0600, so a teammate can read it."""
     payload = {"format": FORMAT, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_open(path, "wb") as handle:
+        torch.save(payload, handle)
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

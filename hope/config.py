@@ -32,6 +32,7 @@ RECALL_TASKS = ("episodes", "mqar")
 RECALL_ANSWERS = ("shown", "hidden")  # MQAR: the query half shows each answer, or filler in its place (Zoology)
 LOSS_ON = ("all", "answers")
 DISTRIBUTED = ("ddp", "fsdp")
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # device: and --device (hope.runtime.resolve_device)
 # Keys that existed once and were removed, with the reason a user reads when an old config still sets them.
 REMOVED_KEYS = {
     "memory_momentum": "memory_momentum was removed: the memory's write is now the exact delta rule, which has no "
@@ -325,6 +326,16 @@ def dump_yaml(cfg: Config) -> str:
 # ----------------------------------------------------------------------------- validation
 
 
+def check_device(device: str, name: str = "device") -> None:
+    """auto | cpu | cuda | cuda:N, else a one-line ConfigError (`name`: how the user spelled the setting).
+    Apple MPS is refused by name: the training loop's device-side sums are float64, which MPS does not have."""
+    if re.fullmatch(DEVICE_PATTERN, str(device).strip().lower()):
+        return
+    why = (" (Apple MPS is not supported: training keeps float64 sums on the device, which MPS lacks; use cpu)"
+           if str(device).strip().lower() == "mps" else "")
+    raise ConfigError(f"{name} must be auto, cpu, cuda or cuda:N, got '{device}'{why}")
+
+
 def validate(cfg: Config) -> None:
     """Semantic checks with one-line messages (types were checked while loading)."""
 
@@ -418,8 +429,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"min_lr must be in [0, lr], got {cfg.min_lr}")
     if cfg.warmup_steps < 0:
         raise ConfigError(f"warmup_steps must be >= 0, got {cfg.warmup_steps}")
-    if not (cfg.device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", cfg.device)):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{cfg.device}'")
+    check_device(cfg.device)
     _validate_distributed(cfg)
 
 

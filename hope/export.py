@@ -13,15 +13,14 @@ The training checkpoint stays the format to resume from (optimiser, RNG); the ex
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from hope.atomic import atomic_path
 from hope.config import Config, ConfigError, config_from_dict, config_to_dict
 from hope.errors import HopeError
-from hope.runs import file_mode
 
 FORMAT = "hope-export-v1"
 WEIGHTS = "model.safetensors"
@@ -48,16 +47,10 @@ def export_model(model: torch.nn.Module, cfg: Config, out_dir: str | Path, *, st
     meta = {"format": FORMAT, "model_type": cfg.model_type, "step": step,
             "params": int(model.num_params()) if hasattr(model, "num_params") else None,
             "config": config_to_dict(cfg)}
-    tmp_weights, tmp_config = out / f".{WEIGHTS}.tmp", out / f".{CONFIG}.tmp"
-    try:
+    # Both files to temporary names first, renamed only when both are written (`hope.atomic`).
+    with atomic_path(weights) as tmp_weights, atomic_path(config) as tmp_config:
         st.save_model(model, str(tmp_weights), metadata={"format": FORMAT})  # drops the tied head's duplicate
         tmp_config.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        for tmp, final in ((tmp_weights, weights), (tmp_config, config)):
-            os.chmod(tmp, file_mode())
-            os.replace(tmp, final)
-    finally:
-        for tmp in (tmp_weights, tmp_config):
-            tmp.unlink(missing_ok=True)
     return [weights, config]
 
 

@@ -8,7 +8,9 @@ A run named by its checkpoint `runs/a.pt` writes, side by side,
 
 so two runs in one folder (`--out a.pt`, `--out b.pt`) never share a log. Before training starts every output path
 is checked for writability (`check_writable`) and, unless the user passed `--overwrite`, for belonging to another
-run (`refuse_overwrite`): both raise a one-line `HopeError` instead of a traceback minutes later.
+run (`refuse_overwrite`): both raise a one-line `HopeError` instead of a traceback minutes later. A run that stopped
+before its first checkpoint and metrics record (bad input) leaves only its config, which does not count as
+another run's output (`unstarted_configs`).
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hope.atomic import write_text
+from hope.config import dump_yaml
 from hope.errors import HopeError
 
 METRICS_SUFFIX = ".metrics.jsonl"
@@ -92,47 +97,73 @@ def find_metrics_log(path: str | Path) -> Path:
 
 
 def check_writable(paths: Iterable[str | Path]) -> None:
-    """Every path can be created or replaced: its nearest existing parent is a writable folder, and the path
-    itself (if it exists) is a writable file. Raises HopeError naming the first that cannot."""
+    """Every path can be created or replaced: its nearest existing parent is a writable folder where the run's
+    folder or file can be created (tried, not only asked: root passes every permission check, yet cannot create
+    `/proc/nope`), and the path itself (if it exists) is a writable file. Raises HopeError naming the first that
+    cannot."""
+    tried: set[Path] = set()
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             raise HopeError(f"cannot write {path}: it is a directory (give a file path)")
         if path.exists() and not os.access(path, os.W_OK):
             raise HopeError(f"cannot write {path}: permission denied")
-        parent = path.parent if str(path.parent) else Path(".")
+        parent, missing = path.parent if str(path.parent) else Path("."), None
         while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
+            parent, missing = parent.parent, parent
         if not parent.is_dir():
             raise HopeError(f"cannot write {path}: {parent} is a file, not a folder")
         if not os.access(parent, os.W_OK | os.X_OK):
             raise HopeError(f"cannot write {path}: folder {parent} is not writable")
+        if parent not in tried:
+            _try_create(path, parent, missing)
+            tried.add(parent)
+
+
+def _try_create(path: Path, parent: Path, missing: Path | None) -> None:
+    """Create and remove what the run will create in `parent`: the `missing` folder of `path`, else a file."""
+    try:
+        if missing is None:
+            fd, probe = tempfile.mkstemp(prefix=".hope-check-", dir=parent)
+            os.close(fd)
+            os.unlink(probe)
+        else:
+            os.rmdir(tempfile.mkdtemp(prefix=".hope-check-", dir=parent))
+    except OSError as exc:
+        what = f"files in {parent}" if missing is None else f"folder {missing}"
+        raise HopeError(f"cannot write {path}: cannot create {what} ({exc.strerror})") from None
 
 
 def refuse_overwrite(paths: Iterable[str | Path], *, allowed: Iterable[str | Path] = ()) -> None:
     """Raise HopeError if any of `paths` exists (another run's output), except those in `allowed` (e.g. the
-    checkpoint being resumed and its log)."""
-    keep = {Path(p).resolve() for p in allowed}
-    for raw in paths:
-        path = Path(raw)
+    checkpoint being resumed and its log), empty files, and the config of a run that never started
+    (`unstarted_configs`)."""
+    paths = [Path(p) for p in paths]
+    keep = {p.resolve() for p in map(Path, allowed)} | {p.resolve() for p in unstarted_configs(paths)}
+    for path in paths:
         if path.exists() and path.resolve() not in keep and not (path.is_file() and path.stat().st_size == 0):
             raise HopeError(f"{path} already exists (another run's output): pass --overwrite to replace it, "
                             "or write elsewhere (--out / --out_dir)")
 
 
+def unstarted_configs(paths: Iterable[str | Path]) -> list[Path]:
+    """The run configs among `paths` whose run has neither a checkpoint nor a metrics record. A run writes its
+    config before it reads its data or builds its model, so bad input (a missing --data, a corpus shorter than a
+    segment) leaves one behind with nothing else: it holds no result, and must not block the corrected run."""
+    paths = [Path(p) for p in paths]
+    listed = set(paths)
+    unstarted = []
+    for path in paths:  # each checkpoint among `paths` names its run's other files
+        run = RunFiles(path)
+        if run.config in listed and run.config.is_file() and not any(
+                p.is_file() and p.stat().st_size > 0 for p in (run.checkpoint, run.metrics)):
+            unstarted.append(run.config)
+    return unstarted
+
+
 def write_run_config(path: str | Path, cfg: Any) -> Path:
     """The resolved config a run trains with, as YAML (`hope.config.dump_yaml`), written atomically."""
-    from hope.config import dump_yaml
-    from hope.report.writers import write_text
-
     return write_text(path, dump_yaml(cfg))
-
-
-def file_mode() -> int:
-    """The mode a plain `open()` would give a new file under this process's umask (0644 under umask 022)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 # ----------------------------------------------------------------------------- data paths
@@ -237,5 +268,5 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 __all__ = ["METRICS_SCHEMA", "RunFiles", "metrics_log_path", "find_metrics_log", "check_writable",
-           "refuse_overwrite", "write_run_config", "file_mode", "absolute_data", "resolve_data", "require_tensorboard", "open_tensorboard", "MetricsLog",
-           "read_metrics"]
+           "refuse_overwrite", "unstarted_configs", "write_run_config", "absolute_data", "resolve_data",
+           "require_tensorboard", "open_tensorboard", "MetricsLog", "read_metrics"]

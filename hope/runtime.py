@@ -8,25 +8,24 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from hope.config import check_device
 from hope.errors import HopeError
 
 
 def resolve_device(device: str = "auto", cuda_device: int = 0) -> torch.device:
     """`auto` -> cuda:<cuda_device> when available else cpu; `cuda` -> cuda:<cuda_device>; `cuda:i` as given.
 
-    Anything else, or a CUDA device this machine does not have, raises a one-line HopeError. Resolving a CUDA
-    device also allows TF32 matmuls (`allow_tf32`).
+    Anything else (`hope.config.check_device`: Apple MPS is refused), or a CUDA device this machine does not have,
+    raises a one-line HopeError. Resolving a CUDA device also allows TF32 matmuls (`allow_tf32`).
     """
+    check_device(device, "--device")
     device = str(device).strip().lower()
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
-        raise HopeError(f"--device must be auto, cpu, cuda or cuda:N, got '{device}'")
     if device == "auto":
         return allow_tf32(torch.device(f"cuda:{cuda_device}")) if torch.cuda.is_available() else torch.device("cpu")
     if device.startswith("cuda"):
@@ -36,8 +35,6 @@ def resolve_device(device: str = "auto", cuda_device: int = 0) -> torch.device:
         if index >= torch.cuda.device_count():
             raise HopeError(f"--device cuda:{index} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
         return allow_tf32(torch.device(f"cuda:{index}"))
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise HopeError("--device mps requested but MPS is not available")
     return torch.device(device)
 
 

@@ -41,6 +41,17 @@ TRAIN_PROBE = textwrap.dedent("""
 """)
 
 
+SLOW_TIMEOUT_S = 1800  # `-m slow` tests compile with TorchInductor (minutes on a CPU); the rest get pyproject's limit
+
+
+def pytest_collection_modifyitems(items):
+    """Every test has a time limit (pytest-timeout, `timeout` in pyproject.toml), so a hung test fails instead of
+    hanging the suite; the slow tests get a longer one unless they set their own."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     previous = torch.get_num_threads()

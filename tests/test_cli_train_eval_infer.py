@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -258,6 +260,62 @@ def _console(name: str) -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", f"hope.cli.{name.split('-')[1]}"]
 
 
+class Child:
+    """A subprocess whose stdout and stderr are read by threads, so that waiting for a line can time out: a plain
+    `proc.stdout.readline()` blocks until the child writes, and a hung child would hang the suite."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]):
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.lines: queue.Queue[str | None] = queue.Queue()  # stdout lines, then None at its end
+        self.err: list[str] = []
+        self.readers = [threading.Thread(target=self._read, args=(self.proc.stdout, self.lines.put), daemon=True),
+                        threading.Thread(target=self._read, args=(self.proc.stderr, self.err.append), daemon=True)]
+        for reader in self.readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream, put) -> None:
+        for line in stream:
+            put(line)
+        put(None)
+
+    def wait_for(self, prefix: str, timeout: float) -> None:
+        """Return once the child prints a stdout line starting with `prefix`; fail the test if it exits first or
+        `timeout` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(deadline - time.monotonic(), 0))
+            except queue.Empty:
+                pytest.fail(f"no line starting with {prefix!r} within {timeout} s: {self.stderr()}")
+            if line is None:
+                pytest.fail(f"the child exited before printing {prefix!r}: {self.stderr()}")
+            if line.startswith(prefix):
+                return
+
+    def finish(self, timeout: float) -> str:
+        """Wait for the child to exit (TimeoutExpired fails the test); returns its stderr."""
+        self.proc.wait(timeout=timeout)
+        for reader in self.readers:
+            reader.join(timeout=timeout)
+        return self.stderr()
+
+    def stderr(self) -> str:
+        return "".join(line for line in self.err if line is not None)
+
+
+def test_a_hung_child_fails_instead_of_hanging():
+    child = Child([sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ))
+    try:
+        start = time.monotonic()
+        with pytest.raises(pytest.fail.Exception, match="within 0.5 s"):
+            child.wait_for("step 1/", timeout=0.5)
+        assert time.monotonic() - start < 10
+    finally:
+        child.proc.kill()
+        child.finish(timeout=10)
+
+
 def test_sigint_and_sigterm_save_a_resumable_checkpoint(tmp_path, data_file, capsys):
     root = str(Path(__file__).resolve().parents[1])  # the children import this checkout's hope, not an installed one
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
@@ -267,19 +325,14 @@ def test_sigint_and_sigterm_save_a_resumable_checkpoint(tmp_path, data_file, cap
                           (signal.SIGTERM, [sys.executable, "-m", "hope.cli.train"])):
         out = tmp_path / sig.name / "ck.pt"
         argv = launcher + TINY_FLAGS + ["--steps", "100000", "--data", str(data_file), "--out", str(out)]
-        runs[sig] = (out, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+        runs[sig] = (out, Child(argv, env))
     try:
-        for sig, (out, proc) in runs.items():
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:  # wait until training has logged its first step
-                line = proc.stdout.readline()
-                assert line, f"hope-train exited early: {proc.stderr.read()}"
-                if line.startswith("step 1/"):
-                    break
-            proc.send_signal(sig)
-        for sig, (out, proc) in runs.items():
-            _, err = proc.communicate(timeout=120)
-            assert proc.returncode == 128 + sig, err
+        for sig, (out, child) in runs.items():
+            child.wait_for("step 1/", timeout=120)  # training has logged its first step
+            child.proc.send_signal(sig)
+        for sig, (out, child) in runs.items():
+            err = child.finish(timeout=120)
+            assert child.proc.returncode == 128 + sig, err
             lines = [line for line in err.splitlines() if line.strip()]
             assert len(lines) == 1 and lines[0].startswith(f"interrupted by {sig.name} at step "), err
             assert f"--resume {out}" in lines[0] and "Traceback" not in err
@@ -293,6 +346,6 @@ def test_sigint_and_sigterm_save_a_resumable_checkpoint(tmp_path, data_file, cap
                      if r["split"] == "train" and "final" not in r]
             assert steps == list(range(1, step + 2))
     finally:
-        for _, proc in runs.values():
-            if proc.poll() is None:
-                proc.kill()
+        for _, child in runs.values():
+            if child.proc.poll() is None:
+                child.proc.kill()

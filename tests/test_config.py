@@ -141,6 +141,38 @@ def test_every_config_key_is_commented_in_example_yaml():
     assert not uncommented, f"keys without a comment in configs/example.yaml: {uncommented}"
 
 
+def _logits(cfg: Config, max_len: int):
+    import torch
+
+    from hope.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(cfg, max_len=max_len)).eval()
+    with torch.no_grad():
+        return model(torch.arange(96)[None] * 7 % 256)[0]
+
+
+def test_max_len_is_what_example_yaml_says():
+    """max_len is the baseline's attention window and changes nothing in HOPE (segments are seq_len bytes, its
+    attention spans attn_window): the example's comment says so, not "positions per forward pass"."""
+    import torch
+
+    small = dict(dim=32, depth=1, num_heads=2, seq_len=32, attn_window=16, memory_capacity=8, top_k=2)
+    hope = Config(model_type="hope", **small)
+    assert torch.equal(_logits(hope, 32), _logits(hope, 128))
+    baseline = Config(model_type="baseline", **small)
+    assert not torch.allclose(_logits(baseline, 32), _logits(baseline, 128))  # 96 bytes: past the 32-byte window
+    comment = EXAMPLE.read_text(encoding="utf-8").split("\nmax_len:", 1)[1].split("\n", 1)[0]
+    assert "baseline only" in comment and "HOPE ignores it" in comment and "per forward pass" not in comment
+
+
+def test_mps_is_documented_as_refused():
+    comment = EXAMPLE.read_text(encoding="utf-8").split("\ndevice:", 1)[1].split("\n", 1)[0]
+    assert "MPS is refused" in comment
+    with pytest.raises(ConfigError, match="Apple MPS is not supported"):
+        config_from_dict({"device": "mps"})
+
+
 def test_loaded_values_have_the_declared_types():
     cfg = load_config(EXAMPLE)
     for obj in (cfg, cfg.update_frequencies, cfg.metrics, cfg.meta, cfg.surprise_scale, cfg.mem_write):

@@ -128,11 +128,28 @@ def test_bank_entries_age_and_give_way():
     assert (aged - weak).abs().max() < 1e-6, aged
 
 
-def test_bank_budget_holds_a_row_of_sixteen_pairs():
-    """The default write budget stores every pair of a 16-pair row: 8 writes per 16-byte chunk, 64 slots."""
-    cfg = Config()
-    assert cfg.bank_writes * (32 // cfg.update_frequencies.mem_write) >= 16 and cfg.memory_capacity >= 16
-    assert cfg.bank_input == "context"
+def test_default_bank_stores_every_pair_of_a_sixteen_pair_row():
+    """The default model's bank (its capacity, write budget and chunk as Config() builds them) keeps every value of
+    a 16-pair MQAR row's write half (32 bytes: key, value, key, value, ...) when the values are the surprising
+    bytes: no pair lost to the per-chunk write budget or to eviction."""
+    from hope.layers.episodic import EpisodicBank
+
+    torch.manual_seed(0)
+    model = build_model(Config())
+    bank = next(m for m in model.modules() if isinstance(m, EpisodicBank))
+    with torch.no_grad():
+        bank.write_score.weight.zero_()
+        bank.write_score.bias.zero_()  # strength = sigmoid(surprise): the values' ~0.99, the keys' ~0.01
+    pairs = 16
+    x = torch.randn(1, 2 * pairs, Config().dim)
+    surprise = torch.full((1, 2 * pairs), -5.0)
+    surprise[0, 1::2] = 5.0  # every value byte
+    with torch.no_grad():
+        _, state = bank(x, surprise, bank.init_state(1, torch.device("cpu")), 2 * pairs, 1.0, 1.0)
+        written = bank.value(x[0, 1::2])  # (16, C) V(x_t) of every value byte
+    kept = state.values[0][state.strength[0] > 0.5]  # the strong slots
+    assert kept.shape[0] == pairs
+    assert torch.cdist(written, kept).min(dim=1).values.max() < 1e-5  # each value is in a slot
 
 
 def test_self_generated_targets_are_unit_whatever_the_state():

@@ -16,7 +16,9 @@ from hope.checkpoint import load_checkpoint, load_model, save_checkpoint
 from hope.cli import meta_train as meta_cli
 from hope.cli import train as train_cli
 from hope.cli import eval as eval_cli
-from hope.runs import METRICS_SCHEMA, MetricsLog, find_metrics_log, read_metrics
+from hope.errors import HopeError
+from hope.runs import (METRICS_SCHEMA, MetricsLog, RunFiles, find_metrics_log, read_metrics, refuse_overwrite,
+                       unstarted_configs)
 
 FLAGS = ["--seq_len", "32", "--batch_size", "2", "--steps", "2", "--device", "cpu", "--model_type", "baseline",
          "--set", "dim=32", "--set", "depth=1", "--set", "num_heads=2", "--set", "max_len=32",
@@ -80,6 +82,42 @@ def test_unwritable_outputs_fail_before_training(tmp_path, capsys):
         locked.mkdir(mode=0o500)
         assert train_cli.main(FLAGS + ["--out", str(locked / "ck.pt")]) == 2
         assert "not writable" in error_line(capsys)
+
+
+def test_a_run_failed_on_bad_input_does_not_block_the_corrected_one(tmp_path, monkeypatch, capsys):
+    """The run writes its config before it reads its data: what a typo leaves is no other run's output."""
+    monkeypatch.chdir(tmp_path)
+    assert train_cli.main(FLAGS + ["--data", "missing.txt"]) == 2
+    assert "data file not found" in error_line(capsys)
+    assert train_cli.main(FLAGS) == 0  # not "hope_checkpoint.config.yaml already exists"
+    capsys.readouterr()
+    assert train_cli.main(FLAGS) == 2  # a run that trained still counts as another run's output
+    assert "hope_checkpoint.pt already exists" in error_line(capsys)
+
+
+def test_only_a_config_without_checkpoint_or_records_is_unstarted(tmp_path):
+    files = RunFiles(tmp_path / "a.pt")
+    files.config.write_text("steps: 2\n")
+    assert unstarted_configs(files.paths()) == [files.config]
+    files.metrics.write_text("")  # emptied at the start of training, no record yet
+    assert unstarted_configs(files.paths()) == [files.config]
+    files.metrics.write_text('{"step": 1, "split": "train"}\n')
+    assert unstarted_configs(files.paths()) == []
+    with pytest.raises(HopeError, match="a.metrics.jsonl already exists"):
+        refuse_overwrite(files.paths())
+    files.metrics.unlink()
+    files.checkpoint.write_bytes(b"x")
+    assert unstarted_configs(files.paths()) == []
+    assert unstarted_configs([files.config]) == []  # without its checkpoint in the list, nothing to judge by
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc (Linux)")
+@pytest.mark.parametrize("out, why", [("/proc/nope/x.pt", "cannot create folder /proc/nope"),
+                                      ("/proc/x.pt", "cannot create files in /proc")])
+def test_out_where_nothing_can_be_created_is_one_line(out, why, capsys):
+    """/proc passes every permission check as root, yet no folder or file can be created there."""
+    assert train_cli.main(FLAGS + ["--out", out]) == 2
+    assert why in error_line(capsys)
 
 
 def test_checkpoint_data_path_works_from_another_folder(tmp_path, data_file, monkeypatch, capsys):

@@ -11,12 +11,14 @@ AMP_CHOICES everywhere, `--overwrite` to replace another run's outputs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any, Callable
 
 from hope.config import Config, ConfigError, load_config, parse_set
 from hope.errors import HopeError
 
+DOWNLOAD_DATA = "data/tiny_shakespeare.txt"  # where --download puts tiny shakespeare when the run names no data file
 AMP_CHOICES = ("bf16", "fp16", "off")  # also accepted: on/true/1/yes (amp on, the config's dtype), fp32/false/0/no
 _AMP_ON, _AMP_OFF = ("on", "true", "1", "yes"), ("off", "false", "0", "no", "fp32")
 
@@ -63,8 +65,41 @@ def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
                         help="replace outputs that another run wrote (without it the command refuses)")
 
 
-def add_config_args(parser: argparse.ArgumentParser, *, training: bool = True) -> None:
-    """The config flags of the manual; later flags win over the --config file."""
+def add_eval_amp_arg(parser: argparse.ArgumentParser) -> None:
+    """`--amp` of the commands that read a checkpoint (no config to take it from): fp32 unless asked."""
+    parser.add_argument("--amp", default="off", metavar="{bf16,fp16,off}", help="autocast for evaluation")
+
+
+def eval_amp(value: str) -> tuple[bool, str]:
+    """That `--amp` -> (amp, amp_dtype) as the evaluation functions take them; `on` is bf16."""
+    amp = {"amp_dtype": "bf16", **parse_amp(value)}
+    return amp["amp"], amp["amp_dtype"]
+
+
+def add_download_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--download", action="store_true",
+                        help="fetch tiny shakespeare to the run's data file if it is missing (with no --data and "
+                             f"no data in the config: to {DOWNLOAD_DATA}, which the run then trains on)")
+
+
+def download_data(cfg: Config, download: bool) -> Config:
+    """`--download`: fetch tiny shakespeare to `cfg.data` unless the file is there; a run that names no data
+    trains on DOWNLOAD_DATA (not silently on the synthetic corpus). Returns the config with that data."""
+    if not download:
+        return cfg
+    from hope.data.download import ensure_data
+
+    if not cfg.data:
+        cfg = dataclasses.replace(cfg, data=DOWNLOAD_DATA)
+    if "," in cfg.data:
+        raise HopeError(f"--download fetches one file; --data lists several ({cfg.data}): drop --download")
+    ensure_data(cfg.data)
+    return cfg
+
+
+def add_config_args(parser: argparse.ArgumentParser, *, training: bool = True, steps: bool = True) -> None:
+    """The config flags of the manual; later flags win over the --config file. `steps=False`: the command
+    counts its steps another way (hope-continual: --steps_per_stage)."""
     parser.add_argument("--config", help="YAML config file (see configs/example.yaml); defaults apply without it")
     parser.add_argument("--data", help="training/evaluation text or binary file; omit for the synthetic quick-check corpus")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N; auto picks CUDA when available (config "
@@ -77,8 +112,9 @@ def add_config_args(parser: argparse.ArgumentParser, *, training: bool = True) -
                                                     f"{defaults.seq_len})")
     parser.add_argument("--batch_size", type=int, help=f"sequences per micro-batch (config default "
                                                        f"{defaults.batch_size})")
-    if training:
+    if training and steps:
         parser.add_argument("--steps", type=int, help=f"optimiser steps (config default {defaults.steps})")
+    if training:
         parser.add_argument("--lr", type=float, help=f"peak learning rate (config default {defaults.lr})")
         parser.add_argument("--workers", type=int, help=f"DataLoader worker processes, num_workers (config "
                                                         f"default {defaults.num_workers})")

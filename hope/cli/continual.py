@@ -21,8 +21,11 @@ from hope.cli.args import add_config_args, add_overwrite_arg, config_from_args, 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser("hope-continual", "Continual learning A->B->C and forgetting, HOPE vs baseline.")
-    add_config_args(parser)
+    add_config_args(parser, steps=False)
     parser.add_argument("--steps_per_stage", type=int, required=True, help="optimiser steps on each domain")
+    # Not in --help: each stage trains --steps_per_stage steps; a stray --steps (also the prefix argparse would
+    # otherwise complete to --steps_per_stage) gets an error saying so instead of being ignored.
+    parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out_dir", default="reports", help="where the JSON and markdown reports go")
     add_overwrite_arg(parser)
     parser.add_argument("--verbose", action="store_true", help="print the training log of every stage")
@@ -34,8 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        from hope.errors import HopeError
         from hope.experiments.continual import run_continual
 
+        if args.steps is not None:
+            raise HopeError("hope-continual trains --steps_per_stage steps on each domain in turn; it has no --steps "
+                            f"(did you mean --steps_per_stage {args.steps}?)")
         cfg = config_from_args(args)
         run_continual(cfg, args.steps_per_stage, args.out_dir, command=shlex.join(["hope-continual", *argv]),
                       verbose=args.verbose, overwrite=args.overwrite)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
-from hope.cli.args import add_samples_arg, new_parser
+from hope.cli.args import add_eval_amp_arg, add_samples_arg, eval_amp, new_parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,10 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq_len", type=int, help="window length (default: the checkpoint's)")
     add_samples_arg(parser, 256, "evenly spread windows of the split (0 = the whole split)", "--max_windows")
     parser.add_argument("--split", choices=["val", "train"], default="val", help="which split to score")
-    parser.add_argument("--amp", default="off", metavar="{bf16,fp16,off}", help="autocast for evaluation")
+    add_eval_amp_arg(parser)
     args = parser.parse_args(argv)
 
-    from hope.cli.args import parse_amp, run
+    from hope.cli.args import run
 
     def body() -> int:
         from hope.checkpoint import load_model
@@ -43,12 +43,12 @@ def main(argv: list[str] | None = None) -> int:
             raise HopeError("--seq_len and --batch_size must be > 0")
         if args.samples < 0:
             raise HopeError(f"--samples (--max_windows) must be >= 0 (0 = the whole split), got {args.samples}")
-        amp = {"amp_dtype": "bf16", **parse_amp(args.amp)}
+        amp, amp_dtype = eval_amp(args.amp)
         corpus = load_corpus(args.data if args.data else cfg.data, seed=cfg.seed)
         corpus.check_length(seq_len + 1)
         data = corpus.val if args.split == "val" else corpus.train
         metrics = evaluate_lm(model, data, seq_len, args.batch_size or cfg.batch_size, device,
-                              max_windows=args.samples or None, amp=amp["amp"], amp_dtype=amp["amp_dtype"])
+                              max_windows=args.samples or None, amp=amp, amp_dtype=amp_dtype)
         print(json.dumps({"model_type": cfg.model_type, "split": args.split, "data": corpus.name, **metrics}))
         return 0
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hope.cli.args import add_samples_arg, new_parser, run
+from hope.cli.args import add_eval_amp_arg, add_samples_arg, eval_amp, new_parser, run
 
 COLUMNS = ("bin_start", "bin_end", "loss", "ppl", "tokens", "model_type", "checkpoint", "step", "data", "max_len",
            "attn_window", "mem_write")
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_samples_arg(parser, 64, "validation windows", "--windows")
     parser.add_argument("--batch_size", type=int, default=8, help="windows per forward pass")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    add_eval_amp_arg(parser)
     parser.add_argument("--mem_write", type=float, default=None,
                         help="HOPE: gate every memory write at this value in [0, 1] during the evaluation (0: memories "
                              "frozen at their learned initial state; default: the checkpoint's schedule)")
@@ -48,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         from hope.runs import check_writable
 
         lengths = parse_lengths(args.lengths)
+        amp, amp_dtype = eval_amp(args.amp)
         check_writable([args.out])  # before minutes of evaluation, not after
         rows = binned_rows(split_paths(args.ckpt), args.data, lengths, args.samples, args.batch_size, args.device,
-                           mem_write=args.mem_write)
+                           amp=amp, amp_dtype=amp_dtype, mem_write=args.mem_write)
         path = write_csv(args.out, rows, COLUMNS)
         print(f"wrote {path}")
         return 0

@@ -24,7 +24,7 @@ import argparse
 import json
 import sys
 
-from hope.cli.args import add_samples_arg, new_parser, run
+from hope.cli.args import add_eval_amp_arg, add_samples_arg, eval_amp, new_parser, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", help="filler text (default: the checkpoint's data, else the synthetic corpus)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--batch_size", type=int, default=16, help="episodes per forward pass")
+    add_eval_amp_arg(parser)
     parser.add_argument("--memory_capacity", type=int,
                         help="evaluate HOPE with this many episodic-bank slots per layer (default: as trained)")
     return parser
@@ -57,9 +58,11 @@ def main(argv: list[str] | None = None) -> int:
             if line.startswith("note"):
                 print(line, file=sys.stderr)
 
+        amp, amp_dtype = eval_amp(args.amp)
         (row,) = track_long([args.ckpt], [args.gap], args.samples, args.seed, args.data, args.device,
-                            args.batch_size, log=notes_only, memory_capacity=args.memory_capacity, task=args.task,
-                            pairs=args.pairs, hide_answers=args.answers == "hidden")
+                            args.batch_size, amp=amp, amp_dtype=amp_dtype, log=notes_only,
+                            memory_capacity=args.memory_capacity, task=args.task, pairs=args.pairs,
+                            hide_answers=args.answers == "hidden")
         keys = (("accuracy", "first_accuracy", "value_prob", "chance", "repeat", "elimination", "pairs", "answers")
                 if args.task == "mqar" else
                 ("recall_prob", "chance"))

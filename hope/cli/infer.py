@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 import sys
 
-from hope.cli.args import new_parser
+from hope.cli.args import add_eval_amp_arg, eval_amp, new_parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top_k", type=int, default=None, help="sample only among the k most likely bytes")
     parser.add_argument("--seed", type=int, default=None, help="sampling seed (reproducible output)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    add_eval_amp_arg(parser)
     args = parser.parse_args(argv)
 
     from hope.cli.args import run
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         from hope.checkpoint import load_model
         from hope.errors import HopeError
         from hope.generate import generate_bytes
-        from hope.runtime import resolve_device
+        from hope.runtime import autocast, resolve_device
 
         if args.max_new_tokens < 0:
             raise HopeError("--max_new_tokens must be >= 0")
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             raise HopeError(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
         if args.top_k is not None and args.top_k < 1:
             raise HopeError(f"--top_k must be >= 1, got {args.top_k}")
+        amp, amp_dtype = eval_amp(args.amp)
         device = resolve_device(args.device)
         model, _, _ = load_model(args.ckpt, device)
         out = sys.stdout
@@ -47,12 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         prompt = args.prompt.encode("utf-8", "surrogateescape")  # the bytes typed, even if not valid UTF-8
         out.write(prompt.decode("utf-8", errors="replace"))
         out.flush()
-        for token in generate_bytes(model, prompt, args.max_new_tokens,
-                                    temperature=args.temperature, top_k=args.top_k, seed=args.seed, device=device):
-            text = decoder.decode(bytes([token]))
-            if text:
-                out.write(text)
-                out.flush()
+        tokens = generate_bytes(model, prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                                seed=args.seed, device=device)
+        with autocast(device, amp, amp_dtype):  # the generator's forward passes run inside (same thread)
+            for token in tokens:
+                text = decoder.decode(bytes([token]))
+                if text:
+                    out.write(text)
+                    out.flush()
         out.write(decoder.decode(b"", final=True) + "\n")
         out.flush()
         return 0

@@ -23,7 +23,7 @@ import os
 import shlex
 import sys
 
-from hope.cli.args import add_samples_arg, config_from_args, run
+from hope.cli.args import add_samples_arg, config_from_args, download_data, run
 from hope.cli.train import build_parser as build_train_parser
 from hope.cli.train import print_files
 
@@ -59,10 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         if out is None and cfg.out == Config().out:  # the config did not name one either
             cfg = dataclasses.replace(cfg, out=DEFAULT_OUT)
         check_meta_supported(cfg)  # before any download or training
-        if args.download and cfg.data:
-            from hope.data.download import ensure_data
-
-            ensure_data(cfg.data)
+        cfg = download_data(cfg, args.download)
         command = shlex.join(["hope-meta-train", *(sys.argv[1:] if argv is None else argv)])
         metrics = run_meta_experiment(cfg, out_dir=args.out_dir, reference=args.reference, eval_pairs=args.samples,
                                       command=command, resume=args.resume, overwrite=args.overwrite,

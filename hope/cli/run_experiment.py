@@ -21,17 +21,15 @@ import argparse
 import shlex
 import sys
 
-from hope.cli.args import add_config_args, add_overwrite_arg, config_from_args, new_parser, run
+from hope.cli.args import (add_config_args, add_download_arg, add_overwrite_arg, config_from_args, download_data,
+                           new_parser, run)
 from hope.experiments.hf import DEFAULT_HF_MODEL
-
-DEFAULT_DATA = "data/tiny_shakespeare.txt"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser("hope-run-experiment", "Train and compare HOPE with a parameter-matched baseline.")
     add_config_args(parser)
-    parser.add_argument("--download", action="store_true",
-                        help=f"fetch tiny shakespeare to --data (default {DEFAULT_DATA}) if it is missing")
+    add_download_arg(parser)
     parser.add_argument("--out_dir", default="reports", help="where reports and checkpoints go")
     add_overwrite_arg(parser)
     parser.add_argument("--hf_model", default=DEFAULT_HF_MODEL,
@@ -52,12 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.hf_max_tokens is not None and args.hf_max_tokens <= 0:
             raise HopeError(f"--hf_max_tokens must be > 0, got {args.hf_max_tokens}")
-        extra = {"data": DEFAULT_DATA} if args.download and not args.data else None
-        cfg = config_from_args(args, extra)
-        if args.download:
-            from hope.data.download import ensure_data
-
-            ensure_data(cfg.data)
+        cfg = download_data(config_from_args(args), args.download)
         run_experiment(cfg, args.out_dir, command=shlex.join(["hope-run-experiment", *argv]),
                        hf_model=args.hf_model, hf_max_tokens=args.hf_max_tokens, overwrite=args.overwrite)
         return 0

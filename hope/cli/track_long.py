@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hope.cli.args import add_samples_arg, new_parser, run
+from hope.cli.args import add_eval_amp_arg, add_samples_arg, eval_amp, new_parser, run
 
 COLUMNS = ("gap", "recall_prob", "chance", "trials", "model_type", "checkpoint", "step", "data")
 MQAR_COLUMNS = ("gap", "accuracy", "first_accuracy", "value_prob", "chance", "repeat", "elimination", "pairs",
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", help="filler text (default: each checkpoint's data, else the synthetic corpus)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--batch_size", type=int, default=16, help="episodes per forward pass")
+    add_eval_amp_arg(parser)
     parser.add_argument("--memory_capacity", type=int,
                         help="evaluate HOPE with this many episodic-bank slots per layer (default: as trained)")
     parser.add_argument("--out", default="reports/long_context.csv", help="CSV to write")
@@ -63,10 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         from hope.runs import check_writable
 
         gaps = parse_gaps(args.gaps)
+        amp, amp_dtype = eval_amp(args.amp)
         check_writable([args.out])  # before minutes of evaluation, not after
         rows = track_long(split_paths(args.ckpt), gaps, args.samples, args.seed, args.data, args.device,
-                          args.batch_size, memory_capacity=args.memory_capacity, task=args.task, pairs=args.pairs,
-                          hide_answers=args.answers == "hidden")
+                          args.batch_size, amp=amp, amp_dtype=amp_dtype, memory_capacity=args.memory_capacity,
+                          task=args.task, pairs=args.pairs, hide_answers=args.answers == "hidden")
         path = write_csv(args.out, rows, MQAR_COLUMNS if args.task == "mqar" else COLUMNS)
         print(f"wrote {path}")
         return 0

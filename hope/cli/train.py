@@ -23,7 +23,8 @@ import argparse
 import json
 import sys
 
-from hope.cli.args import add_config_args, add_overwrite_arg, new_parser, overrides_from_args, run
+from hope.cli.args import (add_config_args, add_download_arg, add_overwrite_arg, download_data, new_parser,
+                           overrides_from_args, run)
 
 FINAL_KEYS = ("loss", "ppl", "accuracy", "top5_acc", "top10_acc")
 
@@ -36,7 +37,7 @@ def build_parser(prog: str = "hope-train", default_out: str = "hope_checkpoint.p
     parser.add_argument("--resume", help="continue from this checkpoint (exact: step, optimiser, EMA, RNG)")
     parser.add_argument("--model_type", choices=["hope", "baseline"], help="override model_type (default: the "
                                                                            "config's, hope)")
-    parser.add_argument("--download", action="store_true", help="fetch tiny shakespeare to --data if it is missing")
+    add_download_arg(parser)
     parser.add_argument("--tensorboard", metavar="DIR",
                         help="also log the metrics to TensorBoard event files in DIR (needs the tensorboard package)")
     add_overwrite_arg(parser)
@@ -68,10 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             from hope.runs import require_tensorboard
 
             require_tensorboard()
-        if args.download and cfg.data:
-            from hope.data.download import ensure_data
-
-            ensure_data(cfg.data)
+        cfg = download_data(cfg, args.download)
         try:
             result = train(cfg, resume=args.resume, overwrite=args.overwrite, tensorboard=args.tensorboard)
         except TrainingInterrupted as exc:

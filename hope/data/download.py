@@ -1,16 +1,16 @@
-"""Fetch a corpus to a local file atomically (temp file + rename): a failed download leaves nothing behind."""
+"""Fetch a corpus to a local file atomically (`hope.atomic`: temp file + rename): a failed download leaves nothing
+behind."""
 
 from __future__ import annotations
 
 import hashlib
 import http.client
-import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from hope.atomic import atomic_open
 from hope.data.corpus import DataError
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -29,46 +29,37 @@ def fetch(url: str, out: str | Path, timeout: float = 30.0) -> tuple[Path, int, 
         raise DataError(f"unsupported URL scheme '{parsed.scheme}' in {url} (use http(s)://, file:// or a local path)")
     if local is not None and not local.is_file():
         raise DataError(f"local source not found: {local}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
     digest = hashlib.sha256()
     size = 0
-    try:
-        with os.fdopen(fd, "wb") as sink:
-            if local is not None:
-                source = open(local, "rb")
-            else:
-                try:
-                    source = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (scheme checked above)
-                except (urllib.error.URLError, OSError, ValueError) as exc:
-                    reason = getattr(exc, "reason", exc)
-                    raise DataError(
-                        f"cannot download {url} ({reason}); on an offline machine copy the file by other means and "
-                        f"pass it as a local path: --url /path/to/file (or --data /path/to/file)") from None
-            expected = None if local is not None else source.headers.get("Content-Length")
-            with source:
-                try:
-                    while chunk := source.read(1 << 20):
-                        sink.write(chunk)
-                        digest.update(chunk)
-                        size += len(chunk)
-                except (OSError, http.client.HTTPException) as exc:
-                    if local is not None:
-                        raise
-                    raise DataError(f"download of {url} failed after {size} bytes ({exc!r}); nothing written (retry, "
-                                    f"or pass a local copy: --url /path/to/file)") from None
-            # http.client ends a body cut short by a closed connection silently; the header tells the true size.
-            if expected is not None and expected.strip().isdigit() and size != int(expected):
-                raise DataError(f"download of {url} was cut short ({size} of {int(expected)} bytes); nothing written "
-                                f"(retry, or pass a local copy: --url /path/to/file)")
+    with atomic_open(out, "wb") as sink:  # a failed download leaves neither a partial file nor a temp file
+        if local is not None:
+            source = open(local, "rb")
+        else:
+            try:
+                source = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (scheme checked above)
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                reason = getattr(exc, "reason", exc)
+                raise DataError(
+                    f"cannot download {url} ({reason}); on an offline machine copy the file by other means and "
+                    f"pass it as a local path: --url /path/to/file (or --data /path/to/file)") from None
+        expected = None if local is not None else source.headers.get("Content-Length")
+        with source:
+            try:
+                while chunk := source.read(1 << 20):
+                    sink.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+            except (OSError, http.client.HTTPException) as exc:
+                if local is not None:
+                    raise
+                raise DataError(f"download of {url} failed after {size} bytes ({exc!r}); nothing written (retry, "
+                                f"or pass a local copy: --url /path/to/file)") from None
+        # http.client ends a body cut short by a closed connection silently; the header tells the true size.
+        if expected is not None and expected.strip().isdigit() and size != int(expected):
+            raise DataError(f"download of {url} was cut short ({size} of {int(expected)} bytes); nothing written "
+                            f"(retry, or pass a local copy: --url /path/to/file)")
         if size == 0:
             raise DataError(f"{url} is empty; nothing written")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a corpus is an ordinary readable file
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return out, size, digest.hexdigest()
 
 

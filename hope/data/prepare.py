@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
+from hope.atomic import atomic_path
 from hope.data.corpus import (INDEX_FORMAT, MANIFEST_SUFFIX, DataError, DocumentFile, has_glob, index_path,
                               list_documents, validation_documents)
 
@@ -248,65 +249,45 @@ def build_collection(out: str | Path, sources: Sequence[DocumentSource], separat
     offsets = np.concatenate([[0], np.cumsum(stored)]).astype(np.int64)
     total = int(offsets[-1])
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temps: list[str] = []
-
-    def temp(suffix: str) -> tuple[int, str]:
-        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent)
-        temps.append(name)
-        return fd, name
-
     digest = hashlib.sha256()
     bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=out.name, file=sys.stderr,
                disable=not progress or total < PROGRESS_MIN_BYTES)
+    # hope.atomic: both files appear only when both are written, the bytes first, then the index that describes
+    # them (the inner context renames first); the validation documents wait in a scratch file beside them.
     try:
-        (main_fd, main_tmp), (val_fd, val_tmp) = temp(".part"), temp(".val.part")
-        with os.fdopen(main_fd, "wb") as main, os.fdopen(val_fd, "w+b") as val:
-            for source, kept in zip(sources, keep):
-                for position, chunks in zip(kept, source.contents()):
-                    if position < 0:
-                        continue
-                    sink, got = (val if position in held else main), 0
-                    for chunk in chunks:
-                        sink.write(chunk)
-                        got += len(chunk)
+        with atomic_path(index_path(out)) as index_tmp, atomic_path(out) as main_tmp:
+            with open(main_tmp, "wb") as main, tempfile.TemporaryFile(dir=out.parent) as val:
+                for source, kept in zip(sources, keep):
+                    for position, chunks in zip(kept, source.contents()):
+                        if position < 0:
+                            continue
+                        sink, got = (val if position in held else main), 0
+                        for chunk in chunks:
+                            sink.write(chunk)
+                            got += len(chunk)
+                            if sink is main:
+                                digest.update(chunk)
+                            bar.update(len(chunk))
+                        if got != sizes[position]:
+                            raise DataError(f"{names[position]} changed while it was read ({got} bytes, "
+                                            f"{sizes[position]} listed); nothing written")
+                        sink.write(separator)
                         if sink is main:
-                            digest.update(chunk)
-                        bar.update(len(chunk))
-                    if got != sizes[position]:
-                        raise DataError(f"{names[position]} changed while it was read ({got} bytes, "
-                                        f"{sizes[position]} listed); nothing written")
-                    sink.write(separator)
-                    if sink is main:
-                        digest.update(separator)
-                    bar.update(len(separator))
-            val.seek(0)
-            while chunk := val.read(CHUNK):  # the validation documents follow the training ones
-                main.write(chunk)
-                digest.update(chunk)
-            main.flush()
-            os.fsync(main.fileno())
-        os.unlink(val_tmp)
-        temps.remove(val_tmp)
-        if os.path.getsize(main_tmp) != total:
-            raise DataError(f"the inputs changed while {out} was written; nothing written")
-        k = len(names) - len(held)
-        index = {"format": INDEX_FORMAT, "version": 1, "data": out.name, "bytes": total, "sha256": digest.hexdigest(),
-                 "separator": separator.decode("latin-1"), "train_documents": k, "offsets": offsets.tolist(),
-                 "names": [names[i] for i in order]}
-        index_fd, index_tmp = temp(".index.part")
-        with os.fdopen(index_fd, "w", encoding="utf-8") as fh:
-            json.dump(index, fh, separators=(",", ":"))
-        for name in (main_tmp, index_tmp):
-            os.chmod(name, 0o644)  # mkstemp creates 0600; a corpus is an ordinary readable file
-        os.replace(main_tmp, out)  # the bytes first, then the index that describes them
-        os.replace(index_tmp, index_path(out))
-        temps.clear()
+                            digest.update(separator)
+                        bar.update(len(separator))
+                val.seek(0)
+                while chunk := val.read(CHUNK):  # the validation documents follow the training ones
+                    main.write(chunk)
+                    digest.update(chunk)
+            if os.path.getsize(main_tmp) != total:
+                raise DataError(f"the inputs changed while {out} was written; nothing written")
+            k = len(names) - len(held)
+            index = {"format": INDEX_FORMAT, "version": 1, "data": out.name, "bytes": total,
+                     "sha256": digest.hexdigest(), "separator": separator.decode("latin-1"), "train_documents": k,
+                     "offsets": offsets.tolist(), "names": [names[i] for i in order]}
+            index_tmp.write_text(json.dumps(index, separators=(",", ":")), encoding="utf-8")
     finally:
         bar.close()
-        for name in temps:
-            if os.path.exists(name):
-                os.unlink(name)
     return {"path": str(out), "index": str(index_path(out)), "bytes": total, "sha256": index["sha256"],
             "documents": len(names), "train_documents": k, "validation_documents": len(held),
             "validation_bytes": total - int(offsets[k]), "skipped": skipped}

@@ -1,9 +1,8 @@
 """Atomic report writers and the markdown reports of the experiments.
 
 Every command writes its outputs through these functions, so a crash (or Ctrl-C) halfway through a write
-never leaves a truncated ``metrics.json`` or CSV behind: the bytes go to a temporary file in the same
-directory, which then replaces the target with ``os.replace`` (atomic on POSIX and Windows when source and
-target are on the same filesystem, hence "same directory").
+never leaves a truncated ``metrics.json`` or CSV behind: they write through ``hope.atomic`` (temporary file in
+the same directory, fsync, ``os.replace``), re-exported here as ``atomic_open`` and ``write_text``.
 
 The markdown builders take the dicts that the experiments write as JSON (formats in the module docstrings of
 ``experiment_report_md`` and ``continual_report_md``), so a report can be regenerated from the JSON alone.
@@ -11,16 +10,16 @@ The markdown builders take the dicts that the experiments write as JSON (formats
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
 import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from hope.atomic import atomic_open, write_text
 
 __all__ = [
     "atomic_open",
@@ -37,48 +36,8 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------------------
-# atomic writing
+# atomic writing (hope.atomic: one implementation and one permission policy for every file hope writes)
 # --------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
-    """Open a temporary file next to ``path``; on a clean exit it replaces ``path``, on an exception it is deleted.
-
-    ``mode`` is ``"w"`` (text) or ``"wb"`` (binary). Parent directories are created.
-    """
-    if mode not in ("w", "wb"):
-        raise ValueError(f"atomic_open supports mode 'w' or 'wb', got {mode!r}")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        if mode == "wb":
-            f: IO[Any] = os.fdopen(fd, "wb")
-        else:
-            # newline="" so the csv module controls line endings (it writes \r\n itself otherwise doubled on Windows).
-            f = os.fdopen(fd, "w", encoding=encoding, newline="")
-        with f:
-            yield f
-            f.flush()
-            # fsync before the rename: otherwise a power cut can leave the *renamed* file empty.
-            os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); reports are ordinary files: keep the old mode, or the umask's.
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp_name, target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~mask)
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-
-
-def write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
-    with atomic_open(path, "w") as f:
-        f.write(text)
-    return Path(path)
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
