@@ -40,7 +40,7 @@ def test_fresh_stream_bank_keys_are_finite_with_finite_gradients_under_fp16():
     x = torch.randn(2, 8, 16, requires_grad=True)
     state = bank.init_state(2, torch.device("cpu"))
     with torch.autocast("cpu", dtype=torch.float16):
-        out, new = bank(x, torch.zeros(2, 8), state, n_commit=8, mem_gate=1.0, surprise_scale=1.0)
+        out, new = bank(x, torch.zeros(2, 8), state, offset=0, mem_gate=1.0, surprise_scale=1.0)
         loss = out.float().pow(2).sum()
     assert torch.isfinite(new.keys).all()
     (loss * 65536.0).backward()  # GradScaler's initial scale

@@ -33,8 +33,7 @@ def planted_pairs_top1(smt: SelfModifyingMemory, emb: torch.Tensor, filler: int,
     stream = torch.cat([torch.cat([keys, values], 1).flatten(), torch.randint(0, 256, (filler,), generator=g)])
     x = emb[stream][None]  # (1, L, C)
     with torch.no_grad():
-        L = x.shape[1]
-        _, _, state = smt(x, smt.init_state(1, torch.device("cpu")), L // smt.chunk * smt.chunk, 1.0, 1.0)
+        _, _, state = smt(x, smt.init_state(1, torch.device("cpu")), 0, 1.0, 1.0)
         prior = smt.prior(torch.float32)
         wc = smt.conv.weight[:, 0]  # (C, 4)
         u = smt.conv.bias + (emb[keys] * wc.T).sum(1)  # (P, C) the conv over each key's 4 bytes
@@ -112,7 +111,7 @@ def _bank_after(aging: float, strong_first: bool) -> torch.Tensor:
     surprise = torch.zeros(1, 36)
     surprise[0, 1] = 2.0 if strong_first else 0.0  # one strong write in the first chunk
     with torch.no_grad():
-        _, state = bank(x, surprise, bank.init_state(1, torch.device("cpu")), 36, 1.0, 1.0)
+        _, state = bank(x, surprise, bank.init_state(1, torch.device("cpu")), 0, 1.0, 1.0)
     return state.strength[0].sort().values
 
 
@@ -145,7 +144,7 @@ def test_default_bank_stores_every_pair_of_a_sixteen_pair_row():
     surprise = torch.full((1, 2 * pairs), -5.0)
     surprise[0, 1::2] = 5.0  # every value byte
     with torch.no_grad():
-        _, state = bank(x, surprise, bank.init_state(1, torch.device("cpu")), 2 * pairs, 1.0, 1.0)
+        _, state = bank(x, surprise, bank.init_state(1, torch.device("cpu")), 0, 1.0, 1.0)
         written = bank.value(x[0, 1::2])  # (16, C) V(x_t) of every value byte
     kept = state.values[0][state.strength[0] > 0.5]  # the strong slots
     assert kept.shape[0] == pairs
@@ -165,11 +164,11 @@ def test_self_generated_targets_are_unit_whatever_the_state():
     torch.testing.assert_close(k.norm(dim=-1), torch.ones(1, 1, 2, 16))
 
 
-def _smt_grads(smt: SelfModifyingMemory, x: torch.Tensor, n_commit: int) -> tuple[torch.Tensor, ...]:
+def _smt_grads(smt: SelfModifyingMemory, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Reads, surprise, committed change and every gradient of one SMT call (a partial last chunk included)."""
     smt.zero_grad(set_to_none=True)
     x = x.detach().requires_grad_(True)
-    y, surprise, state = smt(x, smt.init_state(x.shape[0], x.device), n_commit, 1.0, 1.0)
+    y, surprise, state = smt(x, smt.init_state(x.shape[0], x.device), 0, 1.0, 1.0)
     (y.pow(2).sum() + surprise.sum() + state.change.pow(2).sum()).backward()
     return (y.detach(), surprise.detach(), state.change.detach(), x.grad,
             *(p.grad for p in smt.parameters() if p.grad is not None))
@@ -180,9 +179,9 @@ def test_recomputed_chunk_steps_give_the_same_gradients():
     torch.manual_seed(0)
     smt = SelfModifyingMemory(32, 2, 2.0, 4).double()
     x = torch.randn(2, 18, 32, dtype=torch.float64)  # four chunks of 4 and a partial one
-    plain = _smt_grads(smt, x, 16)
+    plain = _smt_grads(smt, x)
     smt.recompute = True
-    again = _smt_grads(smt, x, 16)
+    again = _smt_grads(smt, x)
     assert len(plain) == len(again) > 10
     for a, b in zip(plain, again):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
@@ -194,9 +193,9 @@ def test_compiled_chunk_step_matches_eager():
     torch.manual_seed(0)
     smt = SelfModifyingMemory(32, 2, 2.0, 4)
     x = torch.randn(2, 18, 32)
-    eager = _smt_grads(smt, x, 16)
+    eager = _smt_grads(smt, x)
     smt.compile_step()
-    compiled = _smt_grads(smt, x, 16)
+    compiled = _smt_grads(smt, x)
     for a, b in zip(eager, compiled):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 

@@ -1,8 +1,9 @@
 """Continuum Memory System: a chain of MLP levels updated at different frequencies (Nested Learning eq. 71).
 
     fast level  an mlp memory box (`hope.ops.memory`: ``M(z) = z + (W1_0 + D) silu(W2 z)``) whose output-layer
-                change ``D`` lives in the carried state and is written in context; `update_frequencies.error_update`
-                tokens are one chunk of its write (a speed setting: the write is exact at every chunk size).
+                change ``D`` lives in the carried state and is written in context, every token exactly (the
+                surrogate objective below); with `cms_objective: task`, once per `update_frequencies.error_update`
+                tokens (its chunk).
     slow level  an ordinary MLP whose parameters the training loop steps only every
                 `update_frequencies.optimizer_step` optimiser steps (gradients accumulate in between); its
                 parameter names contain ".slow." so the loop can find them.
@@ -36,9 +37,9 @@ from hope.layers.chunking import state_dtype
 from hope.layers.mlp import MLP
 from hope.ops.memory import box_apply, delta_rule_chunked, features, write_inputs
 
-# Tokens per block of the fast level's chunkwise write. Its keys and targets never read its state, and the write
-# is exact at any block size, so blocks are a speed setting only (`error_update` sets where the state commits):
-# few large blocks mean few launches (architecture.md §8); 256 bounds the (block x block) products.
+# Tokens per block of the surrogate's chunkwise write. Its keys and targets never read its state, and the write is
+# exact at any block size, so blocks are a speed setting only: few large blocks mean few launches (architecture.md
+# §8); 256 bounds the (block x block) products.
 FAST_BLOCK = 256
 TASK_ETA_MAX = 0.5  # cms_objective: task: the rate of its summed-gradient step is TASK_ETA_MAX / chunk at most
 
@@ -46,8 +47,8 @@ TASK_ETA_MAX = 0.5  # cms_objective: task: the rate of its summed-gradient step 
 class CMSState(NamedTuple):
     """The fast level's carried state."""
 
-    change: Tensor  # (B, 1, C, h) learned change of the output layer, W1 - W1_0
-    prev: Tensor  # (B, C) n(h) of the last committed token: the key of the next write (unused by the task objective)
+    change: Tensor  # (B, 1, C, h) learned change of the output layer, W1 - W1_0, after the last token written
+    prev: Tensor  # (B, C) n(h) of the last token seen: the key of the next write (unused by the task objective)
 
 
 class ContinuumMemory(nn.Module):
@@ -80,42 +81,32 @@ class ContinuumMemory(nn.Module):
         with torch.autocast(device_type=change.device.type, enabled=False):
             return change - TASK_ETA_MAX / self.chunk * torch.sigmoid(self.eta_logit) * mem_gate * grad
 
-    def forward(self, h: Tensor, state: CMSState | None, n_commit: int, mem_gate: Tensor | float, n_out: int | None = None
-                ) -> tuple[Tensor, CMSState | None]:
-        """h (B, L, C): the fast level's uncommitted tail followed by new inputs (tail empty for cms: mlp and for
-        the task objective, which never writes here and ignores n_commit).
+    def forward(self, h: Tensor, state: CMSState | None, mem_gate: Tensor | float) -> tuple[Tensor, CMSState | None]:
+        """h (B, L, C) new inputs -> the level's output (B, L, C) and its state after the last token.
 
-        Returns the output of the last `n_out` tokens (B, n_out, C) (default all L: the caller discards the
-        replayed tail's outputs) and the state after the first `n_commit` tokens.
+        The surrogate's keys and targets never read the fast weights, so the write of every token is exact in any
+        blocking (`FAST_BLOCK`) and the state is simply the change after the last token: a call may end anywhere.
+        The task objective only reads here, at the state `LanguageModel` committed before the chunk.
         """
         if not self.has_fast:
             return self.slow(h), state
         B, L, C = h.shape
-        n_out = L if n_out is None else n_out
         with torch.autocast(device_type=h.device.type, enabled=False):
             fd = state_dtype(h)
             prior = self.prior(fd)
             cur = F.normalize(h.to(fd), dim=-1)[:, None]  # (B, 1, L, C)
             if self.objective == "task":  # read only, at the fast weights the LM committed before this chunk
-                q = cur[:, :, L - n_out:]
-                fast, change = box_apply(prior, state.change, q, "mlp") - q, state.change
+                fast, change = box_apply(prior, state.change, cur, "mlp") - cur, state.change
             else:
                 keys = torch.cat([state.prev[:, None, None], cur[:, :, :-1]], dim=2)  # k_t = n(h_{t-1})
                 kappa, tau = write_inputs(prior, keys, cur, "mlp")  # v_t = n(h_t)
                 fq, base_q = features(prior, cur, "mlp")
                 eta = (torch.sigmoid(self.eta_logit) * mem_gate).expand(B, 1, L)
-                alpha = torch.ones_like(eta)  # full retention
-                reads, change = [], state.change
-                for lo, hi, commits in ((0, n_commit, True), (n_commit, L, False)):  # committed part, then the tail
-                    if hi > lo:
-                        o, d = delta_rule_chunked(change, kappa[:, :, lo:hi], tau[:, :, lo:hi], fq[:, :, lo:hi],
-                                                  eta[..., lo:hi], alpha[..., lo:hi], FAST_BLOCK)
-                        reads.append(o)
-                        change = d if commits else change
-                fast = (base_q + torch.cat(reads, dim=2) - cur)[:, :, L - n_out:]  # M_t(n(h_t)) - n(h_t)
-            fast = fast[:, 0]  # (B, n_out, C)
+                reads, change = delta_rule_chunked(state.change, kappa, tau, fq, eta, torch.ones_like(eta), FAST_BLOCK)
+                fast = base_q + reads - cur  # M_t(n(h_t)) - n(h_t), read after token t's write
+            fast = fast[:, 0]  # (B, L, C)
         fast = (fast * self.fast_gain).to(h.dtype)
+        out = fast + self.slow(h + fast)
         if self.objective == "task":
-            return fast + self.slow(h[:, L - n_out:] + fast), state
-        new_prev = cur[:, 0, n_commit - 1] if n_commit > 0 else state.prev
-        return fast + self.slow(h[:, L - n_out:] + fast), CMSState(change, new_prev)
+            return out, state
+        return out, CMSState(change, cur[:, 0, -1])

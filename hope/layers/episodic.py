@@ -19,23 +19,28 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hope.layers.chunking import state_dtype
+from hope.ops.memory import chunk_pieces
 from hope.ops.norm import unit
 
 EPS = 1e-6
 
 
 class BankState(NamedTuple):
-    """The bank's carried state: `capacity` slots per sample."""
+    """The bank's carried state: `capacity` slots per sample, and the current chunk's write candidates so far (a
+    call may end inside a chunk; the next continues it without replaying its tokens)."""
 
     keys: Tensor  # (B, cap, C) unit keys K(x_{t-1})
     values: Tensor  # (B, cap, C) values V(x_t)
     strength: Tensor  # (B, cap) write strength in [0, 1] (0 = empty)
-    age: Tensor  # (B, cap) bytes since the slot was written
-    prev: Tensor  # (B, C) the input of the last committed token: the key of the next chunk's first write
+    age: Tensor  # (B, cap) bytes since the slot was written, counted at the end of its chunk
+    prev: Tensor  # (B, C) the last input seen: the key of the next token's write
+    cand_keys: Tensor  # (B, w, C) the current chunk's `bank_writes` strongest tokens so far (strength 0: none)
+    cand_values: Tensor  # (B, w, C)
+    cand_strength: Tensor  # (B, w)
+    cand_index: Tensor  # (B, w) their positions inside the chunk (their age at its end is chunk - 1 - index)
 
 
 class EpisodicBank(nn.Module):
@@ -57,61 +62,84 @@ class EpisodicBank(nn.Module):
         dim, dt = self.key.in_features, state_dtype(self.key.weight)
         slots = torch.zeros(batch, self.capacity, dim, device=device, dtype=dt)
         scalars = torch.zeros(batch, self.capacity, device=device, dtype=dt)
-        return BankState(slots, slots, scalars, scalars, torch.zeros(batch, dim, device=device, dtype=dt))
+        cand = torch.zeros(batch, self.writes, dim, device=device, dtype=dt)
+        cand_scalars = torch.zeros(batch, self.writes, device=device, dtype=dt)
+        return BankState(slots, slots, scalars, scalars, torch.zeros(batch, dim, device=device, dtype=dt),
+                         cand, cand, cand_scalars, cand_scalars)
 
-    def forward(self, x: Tensor, surprise: Tensor, state: BankState, n_commit: int, mem_gate: Tensor | float,
-                surprise_scale: Tensor | float, n_out: int | None = None) -> tuple[Tensor, BankState]:
-        """x (B, L, C) tail + new inputs, surprise (B, L); returns the read of the last `n_out` tokens
-        (B, n_out, C) (default all L) and the committed state."""
-        B, L, C = x.shape
-        n_out = L if n_out is None else n_out
+    def forward(self, x: Tensor, surprise: Tensor, state: BankState, offset: int, mem_gate: Tensor | float,
+                surprise_scale: Tensor | float) -> tuple[Tensor, BankState]:
+        """x (B, L, C) new inputs, surprise (B, L), `offset` tokens of the current chunk seen by earlier calls;
+        returns every token's read (B, L, C) and the state after the last token."""
         fd = state_dtype(x)
-        bank_k, bank_v, bank_s, bank_age = state.keys, state.values, state.strength, state.age
-        chunk, cap = self.chunk, self.capacity
-        N = -(-L // chunk)
-        n_write = min(n_commit // chunk, L // chunk)  # complete chunks that commit (end <= n_commit)
-        # Write candidates of every committing chunk at once: its `writes` strongest tokens (keys, values and
-        # strengths are only computed for the tokens of committing chunks).
-        if n_write:
-            span = n_write * chunk
-            prev = torch.cat([state.prev[:, None].to(x.dtype), x[:, :span - 1]], dim=1)  # (B, span, C): x_{t-1}
-            keys = unit(self.key(prev).to(fd))  # (B, span, C); K(0) = 0 at a fresh stream: unit() keeps its grad 0
-            values = self.value(x[:, :span]).to(fd)
-            strength = torch.sigmoid(self.write_score(x[:, :span]).to(fd).squeeze(-1)
-                                     + surprise_scale * surprise[:, :span]) * mem_gate  # (B, span)
-            cand_s, cand_i = strength.reshape(B, n_write, chunk).topk(self.writes, dim=-1)  # (B, n, w)
-            pick = cand_i[..., None].expand(-1, -1, -1, C)  # (B, n, w, C)
-            cand_k = torch.gather(keys.reshape(B, n_write, chunk, C), 2, pick).unbind(1)  # n x (B, w, C)
-            cand_v = torch.gather(values.reshape(B, n_write, chunk, C), 2, pick).unbind(1)
-            cand_age = (chunk - 1 - cand_i).to(fd).unbind(1)  # bytes from the write to the chunk's end
-            cand_s = cand_s.unbind(1)
-        # The bank each chunk reads (the state left by the previous chunks' writes): a short sequential loop of
-        # small top-k merges; the reads of all chunks then run batched.
-        banks = [(bank_k, bank_v, bank_s)]
-        for n in range(n_write):
-            all_s = torch.cat([bank_s, cand_s[n]], dim=1)  # (B, cap + w)
-            all_age = torch.cat([bank_age + chunk, cand_age[n]], dim=1)
-            keep_i = (all_s * self.aging ** all_age).topk(cap, dim=-1).indices  # the `capacity` of highest priority
-            keep = keep_i[..., None].expand(-1, -1, C)
-            bank_k = torch.gather(torch.cat([bank_k, cand_k[n]], 1), 1, keep)  # (B, cap, C)
-            bank_v = torch.gather(torch.cat([bank_v, cand_v[n]], 1), 1, keep)
-            bank_s, bank_age = torch.gather(all_s, 1, keep_i), torch.gather(all_age, 1, keep_i)
-            banks.append((bank_k, bank_v, bank_s))
-        banks = banks[:N] + [banks[-1]] * (N - len(banks))  # chunks after the last write read the last bank
-        first = (L - n_out) // chunk  # reads are wanted from this chunk on (the replayed tail's are discarded)
-        M = N - first
-        read_k, read_v, read_s = (torch.stack(t, dim=1) for t in zip(*banks[first:]))  # (B, M, cap, C), (B, M, cap)
-        queries = unit(self.query(x[:, first * chunk:]).to(fd))  # (B, L - first * chunk, C)
-        q = F.pad(queries, (0, 0, 0, N * chunk - L)).view(B, M, chunk, C)  # the partial last chunk padded
-        temperature = self.log_temperature.exp()
-        logits = (temperature * q) @ read_k.mT + (read_s + EPS).log()[:, :, None]  # (B, M, c, cap)
+        prev = torch.cat([state.prev[:, None].to(x.dtype), x[:, :-1]], dim=1)  # (B, L, C): x_{t-1}
+        keys = unit(self.key(prev).to(fd))  # (B, L, C); K(0) = 0 at a fresh stream: unit() keeps its grad 0
+        values = self.value(x).to(fd)
+        strength = torch.sigmoid(self.write_score(x).to(fd).squeeze(-1) + surprise_scale * surprise) * mem_gate
+        queries = unit(self.query(x).to(fd))  # (B, L, C)
+        bank = (state.keys, state.values, state.strength, state.age)
+        cand = (state.cand_keys, state.cand_values, state.cand_strength, state.cand_index)
+        reads = []
+        for start, n, c, first in chunk_pieces(x.shape[1], self.chunk, offset):
+            span = slice(start, start + n * c)
+            if first == 0 and c == self.chunk:  # whole chunks: each one's candidates at once, merged one by one
+                banks = [bank]
+                for chunk_cand in self._candidates(keys[:, span], values[:, span], strength[:, span], n):
+                    bank = self._commit(bank, chunk_cand)
+                    banks.append(bank)
+                reads.append(self._read(queries[:, span], banks[:-1], c))
+            else:  # part of a chunk: read the bank before it, fold its tokens into the chunk's candidates
+                reads.append(self._read(queries[:, span], [bank], c))
+                index = torch.arange(first, first + c, dtype=fd, device=x.device).expand(x.shape[0], c)
+                cand = self._merge(cand, (keys[:, span], values[:, span], strength[:, span], index))
+                if first + c == self.chunk:
+                    bank = self._commit(bank, cand)
+                    cand = tuple(torch.zeros_like(t) for t in cand)
+        read = torch.cat(reads, dim=1).to(x.dtype) if len(reads) > 1 else reads[0].to(x.dtype)  # (B, L, C)
+        return self.out(read), BankState(*bank, x[:, -1].to(fd), *cand)
+
+    def _candidates(self, keys: Tensor, values: Tensor, strength: Tensor, n: int) -> list[tuple[Tensor, ...]]:
+        """The `writes` strongest tokens of each of n whole chunks ``(B, n * chunk, .)``: n x (keys, values,
+        strengths, in-chunk positions)."""
+        B, _, C = keys.shape
+        cand_s, cand_i = strength.reshape(B, n, self.chunk).topk(self.writes, dim=-1)  # (B, n, w)
+        pick = cand_i[..., None].expand(-1, -1, -1, C)  # (B, n, w, C)
+        cand_k = torch.gather(keys.reshape(B, n, self.chunk, C), 2, pick)
+        cand_v = torch.gather(values.reshape(B, n, self.chunk, C), 2, pick)
+        return list(zip(cand_k.unbind(1), cand_v.unbind(1), cand_s.unbind(1), cand_i.to(keys.dtype).unbind(1)))
+
+    def _merge(self, cand: tuple[Tensor, ...], new: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """The `writes` strongest of a chunk's candidates so far and its next tokens (both (keys, values, strengths,
+        positions)): the same set as one top-k over the whole chunk."""
+        k, v, s, i = (torch.cat([a, b], dim=1) for a, b in zip(cand, new))
+        top_s, top = s.topk(self.writes, dim=-1)  # (B, w)
+        pick = top[..., None].expand(-1, -1, k.shape[-1])
+        return torch.gather(k, 1, pick), torch.gather(v, 1, pick), top_s, torch.gather(i, 1, top)
+
+    def _commit(self, bank: tuple[Tensor, ...], cand: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """A chunk's end: keep the `capacity` of highest priority (strength * aging ** age) among the slots and the
+        chunk's candidates."""
+        bank_k, bank_v, bank_s, bank_age = bank
+        cand_k, cand_v, cand_s, cand_i = cand
+        all_s = torch.cat([bank_s, cand_s], dim=1)  # (B, cap + w)
+        all_age = torch.cat([bank_age + self.chunk, self.chunk - 1 - cand_i], dim=1)
+        keep_i = (all_s * self.aging ** all_age).topk(self.capacity, dim=-1).indices  # the `capacity` of highest priority
+        keep = keep_i[..., None].expand(-1, -1, bank_k.shape[-1])
+        return (torch.gather(torch.cat([bank_k, cand_k], 1), 1, keep), torch.gather(torch.cat([bank_v, cand_v], 1), 1, keep),
+                torch.gather(all_s, 1, keep_i), torch.gather(all_age, 1, keep_i))
+
+    def _read(self, queries: Tensor, banks: list[tuple[Tensor, ...]], c: int) -> Tensor:
+        """Each piece of c queries ``(B, M * c, C)`` against its bank (M = len(banks)): top_k slots by cosine *
+        temperature + log strength, soft-maxed with the null slot -> (B, M * c, C)."""
+        B, _, C = queries.shape
+        M = len(banks)
+        read_k, read_v, read_s = (torch.stack(t, dim=1) for t in list(zip(*banks))[:3])  # (B, M, cap, C), (B, M, cap)
+        q = queries.view(B, M, c, C)
+        logits = (self.log_temperature.exp() * q) @ read_k.mT + (read_s + EPS).log()[:, :, None]  # (B, M, c, cap)
         top, idx = logits.topk(self.top_k, dim=-1)  # (B, M, c, k)
-        null = self.null_logit.expand(B, M, chunk, 1)
+        null = self.null_logit.expand(B, M, c, 1)
         weights = torch.softmax(torch.cat([top, null], dim=-1), dim=-1)[..., :-1]  # (B, M, c, k), null slot dropped
         # Sparse read as a dense (c, cap) x (cap, C) matmul: the k weights scattered into their slots (top-k
         # indices are distinct), instead of gathering k value rows per query from an expanded bank.
         dense = torch.zeros_like(logits).scatter(-1, idx, weights)  # (B, M, c, cap)
-        read = (dense @ read_v).view(B, M * chunk, C)[:, M * chunk - (N * chunk - L) - n_out:M * chunk - (N * chunk - L)]
-        read = read.to(x.dtype)  # (B, n_out, C)
-        new_prev = x[:, n_commit - 1].to(fd) if n_commit > 0 else state.prev
-        return self.out(read), BankState(bank_k, bank_v, bank_s, bank_age, new_prev)
+        return (dense @ read_v).view(B, M * c, C)

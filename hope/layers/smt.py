@@ -43,7 +43,7 @@ import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from hope.layers.chunking import state_dtype
-from hope.ops.memory import (KINDS, ChunkPlan, box_apply, chunk_groups, commit_chunk, features, read_chunk,
+from hope.ops.memory import (KINDS, ChunkPlan, box_apply, chunk_pieces, commit_chunk, features, read_chunk,
                               segment_products, write_chunk, write_inputs)
 
 SURPRISE_CLIP = 3.0  # normalised surprise is clipped to +-3 standard deviations
@@ -65,12 +65,16 @@ class ChunkInputs(NamedTuple):
 
 
 class SMTState(NamedTuple):
-    """The SMT's carried state."""
+    """The SMT's carried state: the boxes at the current chunk's start (they give keys and targets) and after the
+    writes of its tokens so far (they take the next write), so a call may end anywhere inside a chunk and the next
+    one continues with no replay (architecture.md §8, "Generation in O(1) per byte")."""
 
-    change: Tensor  # (B, boxes, H, d, f) learned change W - W_0 of each box (memory, k, v); f = d or the mlp hidden
-    err_mean: Tensor  # (B, H) running mean of the per-token surprise error
+    change: Tensor  # (B, boxes, H, d, f) learned change W - W_0 of each box (memory, k, v) at the chunk's start
+    running: Tensor  # (B, boxes, H, d, f) the same after the writes of the current chunk's tokens so far
+    err_mean: Tensor  # (B, H) running mean of the per-token surprise error (EMA over committed chunks)
     err_sq: Tensor  # (B, H) running mean of its square
     seen: Tensor  # (B, H) 1 once a chunk of this stream has been committed (statistics exist), else 0
+    chunk_err: Tensor  # (B, H, 2) sums of the error and its square over the current chunk's tokens so far
     conv: Tensor  # (B, 4, C) the last four inputs: the causal conv at t - 1 for the next call's first key
 
 
@@ -132,7 +136,8 @@ class SelfModifyingMemory(nn.Module):
         dt = state_dtype(self.q_proj.weight)
         zeros = torch.zeros(batch, self.num_heads, device=device, dtype=dt)
         change = torch.zeros(batch, self.boxes, self.num_heads, self.head_dim, self.hidden, device=device, dtype=dt)
-        return SMTState(change, zeros, zeros, zeros, torch.zeros(batch, 4, self.conv.in_channels, device=device, dtype=dt))
+        return SMTState(change, change, zeros, zeros, zeros, torch.zeros(batch, self.num_heads, 2, device=device, dtype=dt),
+                        torch.zeros(batch, 4, self.conv.in_channels, device=device, dtype=dt))
 
     def _heads(self, x: Tensor) -> Tensor:
         B, L, _ = x.shape
@@ -179,20 +184,20 @@ class SelfModifyingMemory(nn.Module):
             return k, v_hat - k @ prior[0].mT
         return write_inputs(prior, k, v_hat, self.kind)
 
-    def _surprise(self, err: Tensor, mean: Tensor, sq: Tensor, seen: Tensor, counts: Tensor) -> Tensor:
-        """Normalised surprise ``(B, H, c)`` of a chunk's per-token errors ``err (B, H, c)``: by the running
-        statistics once they exist, else by the causal prefix statistics of this chunk (token t sees 0..t;
-        ``counts = 1..c``)."""
+    def _surprise(self, err: Tensor, mean: Tensor, sq: Tensor, seen: Tensor, acc: Tensor, counts: Tensor) -> Tensor:
+        """Normalised surprise ``(B, H, c)`` of per-token errors ``err (B, H, c)``: by the running statistics once
+        they exist, else by the causal prefix statistics of the stream's first chunk (token t sees its chunk's
+        tokens up to t: the sums ``acc (B, H, 2)`` of those before this call and ``counts`` = their number + 1..c)."""
         fresh = seen[..., None] == 0  # (B, H, 1)
-        mean = torch.where(fresh, err.cumsum(-1) / counts, mean[..., None])
-        sq = torch.where(fresh, err.pow(2).cumsum(-1) / counts, sq[..., None])
+        mean = torch.where(fresh, (acc[..., :1] + err.cumsum(-1)) / counts, mean[..., None])
+        sq = torch.where(fresh, (acc[..., 1:] + err.pow(2).cumsum(-1)) / counts, sq[..., None])
         var = (sq - mean.pow(2)).clamp_min(0) + (0.01 * mean).pow(2) + 1e-12  # floors: identical errors, zeros
         return ((err - mean) / var.sqrt()).clamp(-SURPRISE_CLIP, SURPRISE_CLIP)
 
-    def _statistics(self, err: Tensor, mean: Tensor, sq: Tensor, seen: Tensor) -> tuple[Tensor, Tensor]:
-        """EMA (over chunks, `error_decay`) of the per-token error and its square after a committed chunk; a
-        fresh stream starts from its first chunk's statistics."""
-        m, s = err.mean(-1), err.pow(2).mean(-1)  # (B, H)
+    def _statistics(self, acc: Tensor, mean: Tensor, sq: Tensor, seen: Tensor) -> tuple[Tensor, Tensor]:
+        """EMA (over chunks, `error_decay`) of the per-token error and its square after a committed chunk, whose
+        sums are ``acc (B, H, 2)``; a fresh stream starts from its first chunk's statistics."""
+        m, s = (acc / self.chunk).unbind(-1)  # (B, H)
         d, fresh = self.error_decay, seen == 0
         return torch.where(fresh, m, d * mean + (1 - d) * m), torch.where(fresh, s, d * sq + (1 - d) * s)
 
@@ -204,9 +209,9 @@ class SelfModifyingMemory(nn.Module):
 
     def _chunk_plans(self, inputs: Tensor, gate: Tensor, alpha: Tensor, reads: tuple[Tensor, Tensor],
                      prior: tuple[Tensor, ...], start: int, n: int, c: int) -> list[ChunkInputs]:
-        """Everything the `n` chunks of `c` tokens from `start` need that does not read the carried state, computed
+        """Everything the `n` pieces of `c` tokens from `start` need that does not read the carried state, computed
         for all of them at once (architecture.md §8): the k/v boxes' prior features, the retention products and
-        decays (alpha only), the read features; then split per chunk (`unbind`: one op, n views)."""
+        decays (alpha only), the read features; then split per piece (`unbind`: one op, n views)."""
         def chunks(x: Tensor, dim: int) -> Tensor:  # (..., L, ...) at `dim` -> (..., n, c, ...)
             return x.narrow(dim, start, n * c).unflatten(dim, (n, c))
 
@@ -221,68 +226,68 @@ class SelfModifyingMemory(nn.Module):
         return [ChunkInputs(*parts) for parts in zip(*per_chunk)]
 
     @torch.compiler.disable  # a whole-model torch.compile stops here: the loop stays eager, its step is compiled
-    def _scan(self, inputs: Tensor, gate: Tensor, alpha: Tensor, reads: tuple[Tensor, Tensor],
-              stats: tuple[Tensor, ...], prior: tuple[Tensor, ...], gates: tuple, n_commit: int, first_read: int
-              ) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
-        """The chunk loop: each chunk's step at the state committed by the chunks before it.
+    def _scan(self, inputs: Tensor, gate: Tensor, alpha: Tensor, reads: tuple[Tensor, Tensor], stats: tuple,
+              prior: tuple[Tensor, ...], gates: tuple, offset: int) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+        """The chunk loop: each piece's step at the state the pieces before it left.
 
         ``inputs (B, 2, H, L, d)``, ``gate, alpha (B, H, L)``, ``reads`` the memory box's read features
-        ``(fq, base_q) (B, 1, H, L, f | d)``, ``stats = (change, err_mean, err_sq, seen)`` at the start. Returns the
-        reads of the chunks from the one holding token `first_read` on ``(B, H, ., d)``, the surprise ``(B, L)``
-        and the stats after the first `n_commit` tokens.
+        ``(fq, base_q) (B, 1, H, L, f | d)``, ``stats`` the state's fields but the conv, with `offset` tokens of the
+        current chunk already written. Pieces: the rest of that chunk, the whole chunks, a last partial one.
+        Returns every token's read ``(B, H, L, d)``, the surprise ``(B, L)`` and the stats after the last token.
         """
         step = self._compiled_step or self._chunk_step
-        if self.recompute and torch.is_grad_enabled():  # keep chunk-boundary states only, recompute the rest
+        if self.recompute and torch.is_grad_enabled():  # keep piece-boundary states only, recompute the rest
             step = functools.partial(torch.utils.checkpoint.checkpoint, step, use_reentrant=False)
-        outs, surprises, end = [], [], 0
-        for start, n, c in chunk_groups(gate.shape[-1], self.chunk):  # whole chunks, then a partial last one
-            counts = torch.arange(1, c + 1, dtype=gate.dtype, device=gate.device)  # 1..c: prefix statistics
+        outs, surprises = [], []
+        for start, n, c, first in chunk_pieces(gate.shape[-1], self.chunk, offset):
+            counts = torch.arange(first + 1, first + c + 1, dtype=gate.dtype, device=gate.device)  # prefix sizes
             for chunk in self._chunk_plans(inputs, gate, alpha, reads, prior, start, n, c):
-                end += c
-                out, surprise, stats = step(chunk, end > first_read, stats, prior, gates, counts, end <= n_commit)
-                outs += [out] if out is not None else []
+                out, surprise, stats = step(chunk, stats, prior, gates, counts, first + c == self.chunk)
+                outs.append(out)
                 surprises.append(surprise)
         return torch.cat(outs, dim=2), torch.cat(surprises, dim=1), stats
 
-    def _chunk_step(self, chunk: ChunkInputs, read: bool, stats: tuple[Tensor, ...], prior: tuple[Tensor, ...],
-                    gates: tuple, counts: Tensor, commit: bool) -> tuple[Tensor | None, Tensor, tuple[Tensor, ...]]:
-        """One chunk of c tokens at the state ``stats``: keys and targets from the boxes at that state (gap 1), the
+    def _chunk_step(self, chunk: ChunkInputs, stats: tuple, prior: tuple[Tensor, ...], gates: tuple, counts: Tensor,
+                    completes: bool) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+        """One piece of c tokens of a chunk: keys and targets from the boxes at the chunk's start (gap 1), the
         surprise, every box's exact write (eq. 88; `hope.ops.memory`'s chunk form, solved against the residuals)
-        and, if `read`, the memory's reads ``(B, H, c, d)`` after each token's write. Returns (reads | None,
-        surprise ``(B, c)``, the state after the chunk if `commit`, else ``stats``).
+        onto the running state, and the memory's reads ``(B, H, c, d)`` after each token's write. Returns (reads,
+        surprise ``(B, c)``, the stats after the piece: committed if it `completes` its chunk).
         ``gates = (mem_gate, surprise_scale, box_rate)``."""
-        change, mean, sq, seen = stats
+        change, running, mean, sq, seen, acc = stats
         mem_gate, surprise_scale, box_rate = gates
         k, v_hat = self._keys_targets((chunk.fz, chunk.bz), change, prior)
         kappa, tau = self._write_inputs(prior, k, v_hat)  # (B, 1, H, c, f), (B, boxes, H, c, d)
-        k_state = kappa @ change.mT  # (B, boxes, H, c, d): D_c kappa_t, every box at the chunk-start state
-        err = (k_state[:, 0] - tau[:, 0]).pow(2).sum(-1)  # (B, H, c) memory box error at the chunk-start state
-        surprise = self._surprise(err, mean, sq, seen, counts)
+        k_state = kappa @ running.mT  # (B, boxes, H, c, d): D kappa_t, every box at the running state
+        k_start = k_state[:, :1] if running is change else kappa @ change[:, :1].mT  # the memory box at the start
+        err = (k_start - tau[:, :1]).pow(2).sum(-1)[:, 0]  # (B, H, c) memory box error at the chunk-start state
+        surprise = self._surprise(err, mean, sq, seen, acc, counts)
         eta = torch.sigmoid(chunk.gate + surprise_scale * surprise[:, None]) * mem_gate  # (B, 1, H, c)
         eta = eta if box_rate is None else eta * box_rate  # (B, 1|boxes, H, c)
         plan = ChunkPlan(eta, eta.unsqueeze(-1) * (chunk.keep_strict * (kappa @ kappa.mT)), chunk.decay, chunk.keep)
-        written = write_chunk(change, kappa, tau, plan, key_state=k_state)  # (B, boxes, H, c, d)
-        out = None
-        if read:  # the memory box only
-            out = (chunk.base_q + read_chunk(change[:, :1], chunk.fq, kappa, written[:, :1], plan))[:, 0]
-        if commit:
-            mean, sq = self._statistics(err, mean, sq, seen)
-            stats = (commit_chunk(change, kappa, written, plan), mean, sq, torch.ones_like(seen))
+        written = write_chunk(running, kappa, tau, plan, key_state=k_state)  # (B, boxes, H, c, d)
+        out = (chunk.base_q + read_chunk(running[:, :1], chunk.fq, kappa, written[:, :1], plan))[:, 0]
+        running = commit_chunk(running, kappa, written, plan)
+        acc = acc + torch.stack([err.sum(-1), err.pow(2).sum(-1)], dim=-1)  # (B, H, 2)
+        if completes:
+            mean, sq = self._statistics(acc, mean, sq, seen)
+            stats = (running, running, mean, sq, torch.ones_like(seen), torch.zeros_like(acc))
+        else:
+            stats = (change, running, mean, sq, seen, acc)
         return out, surprise.mean(1), stats
 
-    def forward(self, x: Tensor, state: SMTState, n_commit: int, mem_gate: Tensor | float, surprise_scale: Tensor | float,
-                n_out: int | None = None) -> tuple[Tensor, Tensor, SMTState]:
-        """x (B, L, C): the uncommitted tail followed by new inputs; state at the tail's start.
+    def forward(self, x: Tensor, state: SMTState, offset: int, mem_gate: Tensor | float,
+                surprise_scale: Tensor | float) -> tuple[Tensor, Tensor, SMTState]:
+        """x (B, L, C) new inputs; `offset` of the current chunk's tokens were written by earlier calls (the stream
+        position modulo the chunk size: chunks are counted from the stream's start).
 
-        Returns the memory read of the last `n_out` tokens (B, n_out, C) (default all L: the caller discards the
-        replayed tail's reads, so they are not computed), the normalised surprise (B, L) and the state after
-        the first `n_commit` tokens (a multiple of the chunk size).
+        Returns the memory read of every token (B, L, C), the normalised surprise (B, L) and the state after the
+        last token.
         """
         B, L, C = x.shape
-        n_out = L if n_out is None else n_out
-        H, chunk, kind = self.num_heads, self.chunk, self.kind
-        if n_commit % chunk or n_commit > L:
-            raise ValueError(f"n_commit ({n_commit}) must be a multiple of the chunk size {chunk} and <= {L}")
+        H, kind = self.num_heads, self.kind
+        if not 0 <= offset < self.chunk:
+            raise ValueError(f"offset ({offset}) must be in [0, {self.chunk})")
         fd = state_dtype(x)
         ext = torch.cat([state.conv.to(x.dtype), x], dim=1)  # (B, 4 + L, C)
         # Causal depthwise conv (window 4) at positions -1 .. L-1 as four shifted multiply-adds: the same sum as
@@ -304,10 +309,7 @@ class SelfModifyingMemory(nn.Module):
                 [torch.ones_like(self.kv_rate_logit[:1]), torch.sigmoid(self.kv_rate_logit)]).to(fd)[None, :, :, None]
             fq, base_q = features(tuple(w[:, :1] for w in prior), q[:, None], kind)  # q is static: read features once
             gates = (mem_gate, surprise_scale, box_rate)  # the model's 0-dim schedule tensors: no host value
-            o, surprise, (change, mean, sq, seen) = self._scan(
-                inputs, logits[0], alpha, (fq, base_q), (state.change, state.err_mean, state.err_sq, state.seen),
-                prior, gates, n_commit, L - n_out)
-            o = o[:, :, -n_out:]  # (B, H, n_out, d)
-        y = self.out_norm(o.to(x.dtype)).transpose(1, 2).reshape(B, n_out, C)
-        new_state = SMTState(change, mean, sq, seen, ext[:, n_commit:n_commit + 4].to(fd))
-        return self.proj(y), surprise, new_state
+            stats = state.change, state.running, state.err_mean, state.err_sq, state.seen, state.chunk_err
+            o, surprise, stats = self._scan(inputs, logits[0], alpha, (fq, base_q), stats, prior, gates, offset)
+        y = self.out_norm(o.to(x.dtype)).transpose(1, 2).reshape(B, L, C)
+        return self.proj(y), surprise, SMTState(*stats, ext[:, -4:].to(fd))

@@ -192,6 +192,15 @@ def chunk_groups(T: int, C: int) -> list[tuple[int, int, int]]:
     return [g for g in ((0, n_full, C), (n_full * C, 1, rest)) if g[1] and g[2]]
 
 
+def chunk_pieces(T: int, C: int, offset: int = 0) -> list[tuple[int, int, int, int]]:
+    """(start, n_pieces, piece_len, first): T tokens whose first continues a chunk of C holding `offset` tokens
+    already, cut at chunk boundaries: the rest of that chunk, the complete chunks as one group, a last partial
+    chunk; `first` is the number of tokens of its chunk before each piece."""
+    head = min(T, C - offset) if offset else 0
+    pieces = [(0, 1, head, offset)] if head else []
+    return pieces + [(head + start, n, c, 0) for start, n, c in chunk_groups(T - head, C)]
+
+
 # ---------------------------------------------------------------------------------------------- whole memories
 
 
