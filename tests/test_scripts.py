@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 from hope.data.corpus import load_corpus
 
@@ -60,3 +64,24 @@ def test_memory_health_reports_every_block(tmp_path, capsys):
         assert r["moved_memory"] > 0 and 0 <= r["abs_cos_k_v"] < 0.5 and r["surprise_std"] > 0
         # at init: eta = sigmoid(0 +- small) ~ 0.5, retention sigmoid(8.5) = 1 - 2.0e-4: half-life ~3400 bytes
         assert 0.45 < r["mean_eta"] < 0.55 and 3000 < r["retention_half_life"] < 3900
+
+
+def test_gpu_check_stops_without_a_gpu_and_prints_its_table(tmp_path):
+    """scripts/gpu_check.sh: without CUDA it stops at once with a clear message (exit 2) and leaves nothing behind;
+    with its budget spent (a CPU run that runs no step) it still prints the table, every step FAILED, and exits 1.
+    The CPU dry run of every step (a few minutes) is described in the script's header."""
+    script = ROOT / "scripts" / "gpu_check.sh"
+    env = {**os.environ, "PYTHON": sys.executable, "TMPDIR": str(tmp_path)}
+    if not torch.cuda.is_available():
+        r = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "no CUDA GPU is visible" in r.stderr, r.stderr
+        assert "torch.cuda.is_available() = False" in r.stdout and not list(tmp_path.iterdir())
+    r = subprocess.run(["bash", str(script)], env={**env, "HOPE_GPU_CHECK_DEVICE": "cpu", "HOPE_GPU_CHECK_BUDGET_S": "0"},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| step | status | wall s | key figure | command |"
+    assert [row.split(" | ")[0][2:] for row in rows[1:]] == [
+        "train_bf16", "train_fp16", "resume", "generate", "tests_cuda", "bench_train", "bench_ops", "bench_generate"]
+    assert all(" | FAILED | 0.0 | not run: the 0 s budget is spent | `" in row for row in rows[1:])
+    assert "--amp fp16" in rows[2] and "-m pytest -q -s -m cuda" in rows[5] and "8 step(s) FAILED" in r.stdout
