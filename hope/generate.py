@@ -21,11 +21,15 @@ def stream_logits(model: torch.nn.Module, prompt: bytes, max_new_tokens: int, *,
                   ) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (byte, logits (256,) it was sampled from) `max_new_tokens` times after `prompt`.
 
-    An empty prompt starts from byte 0. `temperature` 0 is greedy; `seed` makes sampling reproducible.
+    An empty prompt starts from byte 0. `temperature` 0 is greedy; `seed` makes sampling reproducible (on the
+    model's device: a CUDA generator draws other numbers than a CPU one). The sampled byte stays on the device
+    and is the next forward's input; the host reads it (to yield it) only after that forward is queued, so on a
+    GPU the read waits for the sampling kernel, not for the next byte's forward.
     """
     if max_new_tokens <= 0:
         return
-    gen = torch.Generator(device="cpu")
+    device = torch.device(device)
+    gen = torch.Generator(device=device)
     if seed is not None:
         gen.manual_seed(seed)
     else:
@@ -33,11 +37,28 @@ def stream_logits(model: torch.nn.Module, prompt: bytes, max_new_tokens: int, *,
     model.eval()
     ids = encode(prompt)[None].to(device) if prompt else torch.zeros(1, 1, dtype=torch.long, device=device)
     logits, _, state = model(ids)  # read the prompt once (segment by segment), state carried
-    for _ in range(max_new_tokens):
+    for i in range(max_new_tokens):
         next_logits = logits[0, -1]  # (256,)
-        token = sample(next_logits, temperature, top_k, gen)
-        yield token, next_logits
-        logits, _, state = model(torch.tensor([[token]], device=device), state=state)
+        token = sample(next_logits, temperature, top_k, gen)  # (1,) on the device
+        host = _start_read(token)
+        if i + 1 < max_new_tokens:
+            logits, _, state = model(token.view(1, 1), state=state)
+        yield int(host()), next_logits
+
+
+def _start_read(token: torch.Tensor):
+    """Start copying a sampled byte to the host without waiting; returns a function that waits for it."""
+    if token.device.type != "cuda":
+        return lambda: token
+    host = token.to("cpu", non_blocking=True)  # pinned staging: the copy is queued behind the sampling only
+    done = torch.cuda.Event()
+    done.record()
+
+    def wait() -> torch.Tensor:
+        done.synchronize()
+        return host
+
+    return wait
 
 
 def generate_bytes(model: torch.nn.Module, prompt: bytes, max_new_tokens: int, *, temperature: float = 1.0,
@@ -49,16 +70,16 @@ def generate_bytes(model: torch.nn.Module, prompt: bytes, max_new_tokens: int, *
         yield token
 
 
-def sample(logits: torch.Tensor, temperature: float, top_k: int | None, gen: torch.Generator) -> int:
-    """One byte from logits (256,) with temperature and top-k filtering."""
+def sample(logits: torch.Tensor, temperature: float, top_k: int | None, gen: torch.Generator) -> torch.Tensor:
+    """One byte (a (1,) int64 tensor on the logits' device) from logits (256,) with temperature and top-k
+    filtering; nothing is read on the host."""
     if temperature <= 0:
-        return int(logits.argmax())
-    logits = logits.float().cpu() / temperature
+        return logits.argmax().view(1)
+    logits = logits.float() / temperature
     if top_k is not None and 0 < top_k < logits.numel():
         kth = logits.topk(top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=gen))
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen)
 
 
 # `hope.generate` is also the API function of that name (`from hope import generate`): calling the module generates.

@@ -225,3 +225,36 @@ def test_compiled_model_matches_eager():
     assert len(eager) == len(compiled) > 20
     for a, b in zip(eager, compiled):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_model_does_not_recompile_as_schedules_ramp():
+    """The mem_write gate and surprise_scale ramp every step: as 0-dim tensors set in place they are graph inputs,
+    so after the first step nothing is traced again (as Python floats, dynamo guarded on each value and
+    recompiled every step until its limit, then silently fell back to eager). Dynamo with the eager backend: the
+    guards and graphs are dynamo's, whatever the backend; the results equal the eager model's."""
+    from torch._dynamo.utils import counters
+
+    from hope.config import UpdateFrequencies
+    from hope.models import compile_model
+
+    cfg = Config(dim=32, depth=1, num_heads=2, seq_len=20, max_len=20, attn_window=8, memory_capacity=8, top_k=2,
+                 update_frequencies=UpdateFrequencies(mem_write=8, error_update=8))  # 20 = 2 chunks + a partial one
+    validate(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    data = torch.randint(0, 256, (2, 21), generator=torch.Generator().manual_seed(0))
+    torch._dynamo.reset()
+    compiled = compile_model(model, backend="eager")
+
+    def step(forward, gate: float) -> torch.Tensor:
+        model.set_schedules(gate, 2.0 * gate)
+        _, loss, _ = forward(data[:, :-1], data[:, 1:])
+        loss.backward()
+        return loss.detach()
+
+    step(compiled, 0.1)
+    traced = counters["stats"]["unique_graphs"]
+    assert traced >= 3  # the model around the loops, the SMT's chunk step (2 shapes) and the bank's commit
+    for gate in (0.3, 0.6, 0.9):
+        assert step(compiled, gate) == step(model, gate)
+    assert counters["stats"]["unique_graphs"] == traced, "a schedule value was baked into a graph"

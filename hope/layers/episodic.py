@@ -57,6 +57,7 @@ class EpisodicBank(nn.Module):
         self.out = nn.Linear(dim, dim, bias=False)
         nn.init.zeros_(self.out.weight)  # the bank starts silent and earns its contribution
         self.out.zero_init = True
+        self._compiled_commit = None  # set by compile_step()
 
     def init_state(self, batch: int, device: torch.device) -> BankState:
         dim, dt = self.key.in_features, state_dtype(self.key.weight)
@@ -79,24 +80,38 @@ class EpisodicBank(nn.Module):
         queries = unit(self.query(x).to(fd))  # (B, L, C)
         bank = (state.keys, state.values, state.strength, state.age)
         cand = (state.cand_keys, state.cand_values, state.cand_strength, state.cand_index)
-        reads = []
-        for start, n, c, first in chunk_pieces(x.shape[1], self.chunk, offset):
+        read, bank, cand = self._scan(keys, values, strength, queries, bank, cand, offset)
+        return self.out(read.to(x.dtype)), BankState(*bank, x[:, -1].to(fd), *cand)
+
+    def compile_step(self, **compile_kwargs) -> None:
+        """Compile a chunk's commit (:meth:`_commit`) once, reused by every chunk of every call (`compile: true`),
+        instead of a graph unrolled over all chunks (the loop in :meth:`_scan` stays eager)."""
+        if self._compiled_commit is None:
+            self._compiled_commit = torch.compile(self._commit, dynamic=False, **compile_kwargs)
+
+    @torch.compiler.disable  # a whole-model torch.compile stops here: the loop stays eager, its step is compiled
+    def _scan(self, keys: Tensor, values: Tensor, strength: Tensor, queries: Tensor, bank: tuple, cand: tuple,
+              offset: int) -> tuple[Tensor, tuple, tuple]:
+        """The chunk loop over the pieces of a call (the rest of the current chunk, whole chunks, a partial last
+        one): reads ``(B, L, C)`` and the bank and candidates after the last token."""
+        commit = self._compiled_commit or self._commit
+        reads, fd = [], keys.dtype
+        for start, n, c, first in chunk_pieces(keys.shape[1], self.chunk, offset):
             span = slice(start, start + n * c)
             if first == 0 and c == self.chunk:  # whole chunks: each one's candidates at once, merged one by one
                 banks = [bank]
                 for chunk_cand in self._candidates(keys[:, span], values[:, span], strength[:, span], n):
-                    bank = self._commit(bank, chunk_cand)
+                    bank = commit(bank, chunk_cand)
                     banks.append(bank)
                 reads.append(self._read(queries[:, span], banks[:-1], c))
             else:  # part of a chunk: read the bank before it, fold its tokens into the chunk's candidates
                 reads.append(self._read(queries[:, span], [bank], c))
-                index = torch.arange(first, first + c, dtype=fd, device=x.device).expand(x.shape[0], c)
+                index = torch.arange(first, first + c, dtype=fd, device=keys.device).expand(keys.shape[0], c)
                 cand = self._merge(cand, (keys[:, span], values[:, span], strength[:, span], index))
                 if first + c == self.chunk:
-                    bank = self._commit(bank, cand)
+                    bank = commit(bank, cand)
                     cand = tuple(torch.zeros_like(t) for t in cand)
-        read = torch.cat(reads, dim=1).to(x.dtype) if len(reads) > 1 else reads[0].to(x.dtype)  # (B, L, C)
-        return self.out(read), BankState(*bank, x[:, -1].to(fd), *cand)
+        return (torch.cat(reads, dim=1) if len(reads) > 1 else reads[0]), bank, cand  # (B, L, C)
 
     def _candidates(self, keys: Tensor, values: Tensor, strength: Tensor, n: int) -> list[tuple[Tensor, ...]]:
         """The `writes` strongest tokens of each of n whole chunks ``(B, n * chunk, .)``: n x (keys, values,

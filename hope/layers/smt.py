@@ -201,11 +201,11 @@ class SelfModifyingMemory(nn.Module):
         d, fresh = self.error_decay, seen == 0
         return torch.where(fresh, m, d * mean + (1 - d) * m), torch.where(fresh, s, d * sq + (1 - d) * s)
 
-    def compile_step(self) -> None:
+    def compile_step(self, **compile_kwargs) -> None:
         """Compile the per-chunk step (:meth:`_chunk_step`) with torch.compile: one graph per chunk shape, reused by
         every chunk of every call, instead of a graph unrolled over all chunks (`compile: true`)."""
         if self._compiled_step is None:
-            self._compiled_step = torch.compile(self._chunk_step, dynamic=False)
+            self._compiled_step = torch.compile(self._chunk_step, dynamic=False, **compile_kwargs)
 
     def _chunk_plans(self, inputs: Tensor, gate: Tensor, alpha: Tensor, reads: tuple[Tensor, Tensor],
                      prior: tuple[Tensor, ...], start: int, n: int, c: int) -> list[ChunkInputs]:

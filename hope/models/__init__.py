@@ -7,6 +7,7 @@ import dataclasses
 import torch
 
 from hope.config import Config
+from hope.layers.episodic import EpisodicBank
 from hope.layers.smt import SelfModifyingMemory
 from hope.models.baseline import swiglu_hidden
 from hope.models.lm import LanguageModel
@@ -17,13 +18,15 @@ def build_model(cfg: Config) -> LanguageModel:
     return LanguageModel(cfg)
 
 
-def compile_model(model: LanguageModel) -> torch.nn.Module:
-    """`compile: true`: torch.compile the model with each SMT's per-chunk step compiled once and the chunk loop
-    left eager (`SelfModifyingMemory.compile_step`), so the graph does not unroll every chunk of every layer."""
+def compile_model(model: LanguageModel, **compile_kwargs) -> torch.nn.Module:
+    """`compile: true`: torch.compile the model with each memory's per-chunk step compiled once and its chunk loop
+    left eager (`SelfModifyingMemory.compile_step`, `EpisodicBank.compile_step`), so the graph does not unroll
+    every chunk of every layer. The schedules are tensors read by the graph, so a ramping schedule recompiles
+    nothing. `compile_kwargs` go to every `torch.compile` (e.g. ``backend="eager"`` in tests)."""
     for module in model.modules():
-        if isinstance(module, SelfModifyingMemory):
-            module.compile_step()
-    return torch.compile(model)
+        if isinstance(module, (SelfModifyingMemory, EpisodicBank)):
+            module.compile_step(**compile_kwargs)
+    return torch.compile(model, **compile_kwargs)
 
 
 def count_params(cfg: Config) -> int:
