@@ -1,19 +1,23 @@
-"""Token-by-token oracles of the two in-context memory layers: slow and obvious, for the tests only.
+"""Token-by-token oracles of the in-context memory layers: slow and obvious, for the tests only.
 
-:func:`smt_reference` is :class:`hope.layers.smt.SelfModifyingMemory` and :func:`bank_reference` is
-:class:`hope.layers.episodic.EpisodicBank`, written from their stated semantics (the modules' docstrings and
-docs/architecture.md, "The self-modifying memory" and "Episodic bank") as plain loops over chunks and tokens
-(and, for the bank, over samples and slots), with every write, read and merge spelled out. They read only the
-modules' parameters and hyperparameters and share none of the chunk-parallel machinery (no chunk plan, no
-triangular solve, no batched top-k merge, no index arithmetic over padded chunks), so a slip in that machinery
-that is consistent with itself still shows up as a difference (`tests/test_layer_reference.py`, float64).
+:func:`smt_reference` is :class:`hope.layers.smt.SelfModifyingMemory`, :func:`bank_reference` is
+:class:`hope.layers.episodic.EpisodicBank` and :func:`cms_reference` is the fast level of
+:class:`hope.layers.cms.ContinuumMemory` (surrogate objective), written from their stated semantics (the modules'
+docstrings and docs/architecture.md, "The self-modifying memory" and "Episodic bank") as plain loops over tokens
+(and, for the bank, over samples and slots), with every write, read, candidate and merge spelled out. They read
+only the modules' parameters and hyperparameters and share none of the chunk-parallel machinery (no chunk pieces,
+no triangular solve, no batched top-k merge, no index arithmetic over chunks), so a slip in that machinery that is
+consistent with itself still shows up as a difference (`tests/test_layer_reference.py`, float64).
 
-The return contracts are the modules' forward contracts with every output computed (``n_out`` = all L tokens).
-Both run under autograd: outer gradients flow through every input, parameter and state tensor.
+The return contracts are the modules' forward contracts. All run under autograd: outer gradients flow through
+every input, parameter and state tensor.
 
-Shared semantics (hope.layers.chunking): a memory commits only at the ends of chunks that lie within the first
-``n_commit`` tokens (a multiple of the chunk size); a chunk after that is processed at the last committed state
-and commits nothing, and the returned state is the one after the first ``n_commit`` tokens.
+Shared semantics (hope.layers.chunking): chunks are counted from the stream's start; a call's inputs are only the
+new tokens, and ``offset`` (0 <= offset < chunk) of the current chunk's tokens were processed by earlier calls, so
+token t of the call sits at position (offset + t) % chunk of its chunk. A memory carries its state inside the
+current chunk (the SMT's running boxes and error sums, the bank's candidates so far) and commits at the chunk's
+last token; the returned state is the one after the call's last token, wherever that is: splitting a stream into
+calls anywhere gives what one call gives.
 """
 
 from __future__ import annotations
@@ -22,19 +26,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hope.layers.cms import CMSState
 from hope.layers.episodic import BankState
 from hope.layers.smt import SMTState
 
 SURPRISE_CLIP = 3.0  # the normalised surprise is clipped to +-3 standard deviations
 KEY_EPS = 1e-6  # floor on |f(k)| in the memory boxes' key normalisation (kappa = f(k) / |f(k)|)
 BANK_EPS = 1e-6  # a slot's read logit adds log(strength + BANK_EPS)
+UNIT_EPS = 1e-6  # the bank's unit(): a vector of norm <= UNIT_EPS maps to 0 (K(0) = 0 at a fresh stream)
 
 
 def _unit(v: Tensor) -> Tensor:
-    """``v / |v|`` along the last dim; a zero vector stays 0 (with a zero gradient)."""
+    """``v / |v|`` along the last dim; a (near-)zero vector maps to 0 (with a zero gradient)."""
     norm = torch.linalg.vector_norm(v, dim=-1, keepdim=True)
-    live = norm > 1e-12
+    live = norm > UNIT_EPS
     return torch.where(live, v / torch.where(live, norm, torch.ones_like(norm)), torch.zeros_like(v))
+
+
+def _check_offset(offset: int, chunk: int) -> None:
+    if not 0 <= offset < chunk:
+        raise ValueError(f"offset ({offset}) must be in [0, {chunk})")
 
 
 # ---------------------------------------------------------------------------------------------------- the SMT
@@ -57,36 +68,37 @@ def _box(module, b: int, change: Tensor | None, z: Tensor, dt: torch.dtype) -> t
     return f, base, base if change is None else base + torch.einsum("bhik,bhk->bhi", change, f)
 
 
-def smt_reference(module, x: Tensor, state: SMTState, n_commit: int, mem_gate, surprise_scale
+def smt_reference(module, x: Tensor, state: SMTState, offset: int, mem_gate, surprise_scale
                   ) -> tuple[Tensor, Tensor, SMTState]:
     """The self-modifying memory, one token at a time.
 
-    ``x (B, L, C)`` (the tail and the new inputs), ``state`` at its start; returns the memory read of every token
-    ``(B, L, C)``, the normalised surprise ``(B, L)`` (mean over heads) and the state after ``n_commit`` tokens.
-    ``mem_gate`` and ``surprise_scale`` are floats or 0-dim tensors.
+    ``x (B, L, C)`` the new inputs, ``state`` after the stream's earlier tokens, ``offset`` of which lie in the
+    current chunk; returns the memory read of every token ``(B, L, C)``, the normalised surprise ``(B, L)`` (mean
+    over heads) and the state after the last token. ``mem_gate`` and ``surprise_scale`` are floats or 0-dim
+    tensors.
 
-    Per token t (u = causal conv, window 4, of x; u_{-1} from the carried inputs):
+    Per token t (u = causal conv, window 4, of the inputs; u_{-1} and the first windows from the carried inputs):
         z_k = n(W_k u_{t-1}),  z_v = n(W_v x_t),  q_t = n(W_q u_t)       per head, n = unit vector
         eta_t = sigmoid(g_eta(u_t) + surprise_scale * s_t) * mem_gate * rate_box
         alpha_t = 1 - mem_gate * (1 - sigmoid(g_alpha(u_t)))
-    Per chunk, at the state S committed by the chunks before it:
+    at the boxes S = `change` at the start of token t's chunk:
         k = n(M_k^S(z_k)), v = n(M_v^S(z_v)) and each box's target v_hat_box = n(M_box^S(v))   (self-modifying)
         k = z_k, v_hat = z_v, one box                                                          (plain Titans)
         kappa = f(k) / |f(k)|,  tau = (v_hat - base(k)) / |f(k)|       per box
         err_t = |S_mem kappa_t - tau_t|^2  (the memory box's error at S), s_t = clip((err_t - mean) / std, +-3)
-          with mean, mean square the running statistics once a chunk has been committed, else the prefix
-          statistics of this chunk (tokens of the chunk up to t)
-    then token by token, every box: D <- alpha_t D;  D <- D + eta_t (tau_t - D kappa_t) kappa_t^T; the read
-    o_t = M_mem(q_t) after token t's write; at the end of a committed chunk D is the new S and the statistics
-    take one EMA step (``error_decay``) towards the chunk's mean error and mean square error (or are set to them
-    in a fresh stream).
+          with mean, mean square the running statistics once a chunk has been committed (seen = 1), else the
+          prefix statistics of this chunk: (chunk_err sums + the errors of this call's tokens of the chunk up to
+          t) / (position of t in its chunk + 1)
+    then every box of the running state R: R <- alpha_t R;  R <- R + eta_t (tau_t - R kappa_t) kappa_t^T; the read
+    o_t = M_mem^R(q_t) after token t's write; chunk_err += (err_t, err_t^2). At the chunk's last token it commits:
+    S = R, the statistics take one EMA step (``error_decay``) towards the chunk's mean error and mean square error
+    chunk_err / chunk (or are set to them in a fresh stream), seen = 1 and chunk_err = 0.
     """
     B, L, C = x.shape
     H, chunk = module.num_heads, module.chunk
+    _check_offset(offset, chunk)
     d = C // H
     boxes = 3 if module.self_modifying else 1  # memory, keys, values
-    if n_commit % chunk or n_commit > L:
-        raise ValueError(f"n_commit ({n_commit}) must be a multiple of the chunk size {chunk} and <= {L}")
     dt = torch.promote_types(x.dtype, torch.float32)
     gate_m = torch.as_tensor(mem_gate, dtype=dt, device=x.device)
     scale = torch.as_tensor(surprise_scale, dtype=dt, device=x.device)
@@ -109,140 +121,167 @@ def smt_reference(module, x: Tensor, state: SMTState, n_commit: int, mem_gate, s
     else:
         rates = [torch.ones(H, dtype=dt, device=x.device)]
 
-    # The per-token quantities that do not depend on the memory's state.
-    z_k, z_v, q, eta_logit, alpha = [], [], [], [], []
-    for t in range(L):
-        u_t, u_prev = u(t), u(t - 1)
-        z_k.append(F.normalize(heads(u_prev @ w_k.T), dim=-1))
-        z_v.append(F.normalize(heads(x[:, t].to(dt) @ w_v.T), dim=-1))
-        q.append(F.normalize(heads(u_t @ w_q.T), dim=-1))
-        g = u_t @ gate_w.T + gate_b  # (B, 2H): eta logits of the heads, then retention logits
-        eta_logit.append(g[:, :H])
-        alpha.append(1 - gate_m * (1 - torch.sigmoid(g[:, H:])))
-
-    committed = [state.change[:, b].to(dt) for b in range(boxes)]  # S: the state left by committed chunks
+    start = [state.change[:, b].to(dt) for b in range(boxes)]  # S: the boxes at the current chunk's start
+    running = [state.running[:, b].to(dt) for b in range(boxes)]  # R: after the chunk's writes so far
     mean, sq, seen = state.err_mean.to(dt), state.err_sq.to(dt), state.seen.to(dt)
+    err_sum, err_sq_sum = state.chunk_err[..., 0].to(dt), state.chunk_err[..., 1].to(dt)  # (B, H) each
     reads, surprises = [], []
-    for start in range(0, L, chunk):
-        end = min(start + chunk, L)
-        # Keys, targets and the memory's error, every token of the chunk at the state S.
-        kappa, tau, err = [], [], []  # per token: [per box (B, H, f)], [per box (B, H, d)], (B, H)
-        for t in range(start, end):
-            if module.self_modifying:
-                k = F.normalize(_box(module, 1, committed[1], z_k[t], dt)[2], dim=-1)
-                v = F.normalize(_box(module, 2, committed[2], z_v[t], dt)[2], dim=-1)
-                v_hat = [F.normalize(_box(module, b, committed[b], v, dt)[2], dim=-1) for b in range(boxes)]
-            else:
-                k, v_hat = z_k[t], [z_v[t]]
-            kappa_t, tau_t = [], []
-            for b in range(boxes):
-                f, base, _ = _box(module, b, None, k, dt)
-                norm = f.norm(dim=-1, keepdim=True).clamp_min(KEY_EPS)
-                kappa_t.append(f / norm)
-                tau_t.append((v_hat[b] - base) / norm)
-            kappa.append(kappa_t)
-            tau.append(tau_t)
-            miss = torch.einsum("bhik,bhk->bhi", committed[0], kappa_t[0]) - tau_t[0]
-            err.append((miss * miss).sum(-1))
-        # Normalised surprise of each token.
+    for t in range(L):
+        pos = (offset + t) % chunk  # token t's position in its chunk
+        u_t, u_prev = u(t), u(t - 1)
+        z_k = F.normalize(heads(u_prev @ w_k.T), dim=-1)
+        z_v = F.normalize(heads(x[:, t].to(dt) @ w_v.T), dim=-1)
+        q = F.normalize(heads(u_t @ w_q.T), dim=-1)
+        g = u_t @ gate_w.T + gate_b  # (B, 2H): eta logits of the heads, then retention logits
+        alpha = 1 - gate_m * (1 - torch.sigmoid(g[:, H:]))  # (B, H)
+        # Key and targets from the boxes at the chunk's start.
+        if module.self_modifying:
+            k = F.normalize(_box(module, 1, start[1], z_k, dt)[2], dim=-1)
+            v = F.normalize(_box(module, 2, start[2], z_v, dt)[2], dim=-1)
+            v_hat = [F.normalize(_box(module, b, start[b], v, dt)[2], dim=-1) for b in range(boxes)]
+        else:
+            k, v_hat = z_k, [z_v]
+        kappa, tau = [], []
+        for b in range(boxes):
+            f, base, _ = _box(module, b, None, k, dt)
+            norm = f.norm(dim=-1, keepdim=True).clamp_min(KEY_EPS)
+            kappa.append(f / norm)
+            tau.append((v_hat[b] - base) / norm)
+        # The memory box's error at the chunk's start and the normalised surprise.
+        miss = torch.einsum("bhik,bhk->bhi", start[0], kappa[0]) - tau[0]
+        err = (miss * miss).sum(-1)  # (B, H)
         fresh = seen == 0
-        s_chunk = []
-        for i in range(end - start):
-            prefix_mean = sum(err[: i + 1]) / (i + 1)
-            prefix_sq = sum(e * e for e in err[: i + 1]) / (i + 1)
-            m = torch.where(fresh, prefix_mean, mean)
-            m2 = torch.where(fresh, prefix_sq, sq)
-            var = (m2 - m * m).clamp_min(0) + (0.01 * m) ** 2 + 1e-12  # floors: identical errors, zero errors
-            s_chunk.append(((err[i] - m) / var.sqrt()).clamp(-SURPRISE_CLIP, SURPRISE_CLIP))
-        # Every box's writes, one token at a time; the memory box's read after each write.
-        D = list(committed)
-        for i, t in enumerate(range(start, end)):
-            eta = torch.sigmoid(eta_logit[t] + scale * s_chunk[i]) * gate_m  # (B, H)
-            for b in range(boxes):
-                rate = (eta * rates[b])[..., None]  # (B, H, 1)
-                kp, tg = kappa[i][b], tau[i][b]
-                decayed = alpha[t][..., None, None] * D[b]  # retention decays the change, never the prior
-                error = tg - torch.einsum("bhik,bhk->bhi", decayed, kp)  # (B, H, d)
-                D[b] = decayed + (rate * error)[..., :, None] * kp[..., None, :]  # rank-1 write
-            reads.append(_box(module, 0, D[0], q[t], dt)[2])  # (B, H, d)
-            surprises.append(s_chunk[i].mean(-1))  # (B,)
-        if end <= n_commit:  # commit: the chunk's end state and one step of the error statistics
-            chunk_mean = sum(err) / len(err)
-            chunk_sq = sum(e * e for e in err) / len(err)
+        m = torch.where(fresh, (err_sum + err) / (pos + 1), mean)
+        m2 = torch.where(fresh, (err_sq_sum + err * err) / (pos + 1), sq)
+        var = (m2 - m * m).clamp_min(0) + (0.01 * m) ** 2 + 1e-12  # floors: identical errors, zero errors
+        s = ((err - m) / var.sqrt()).clamp(-SURPRISE_CLIP, SURPRISE_CLIP)  # (B, H)
+        # Every box's write onto the running state; the memory box's read after it.
+        eta = torch.sigmoid(g[:, :H] + scale * s) * gate_m  # (B, H)
+        for b in range(boxes):
+            rate = (eta * rates[b])[..., None]  # (B, H, 1)
+            decayed = alpha[..., None, None] * running[b]  # retention decays the change, never the prior
+            error = tau[b] - torch.einsum("bhik,bhk->bhi", decayed, kappa[b])  # (B, H, d)
+            running[b] = decayed + (rate * error)[..., :, None] * kappa[b][..., None, :]  # rank-1 write
+        reads.append(_box(module, 0, running[0], q, dt)[2])  # (B, H, d)
+        surprises.append(s.mean(-1))  # (B,)
+        err_sum, err_sq_sum = err_sum + err, err_sq_sum + err * err
+        if pos == chunk - 1:  # the chunk's last token: commit
             decay = module.error_decay
+            chunk_mean, chunk_sq = err_sum / chunk, err_sq_sum / chunk
             mean = torch.where(fresh, chunk_mean, decay * mean + (1 - decay) * chunk_mean)
             sq = torch.where(fresh, chunk_sq, decay * sq + (1 - decay) * chunk_sq)
             seen = torch.ones_like(seen)
-            committed = D
+            err_sum, err_sq_sum = torch.zeros_like(err_sum), torch.zeros_like(err_sq_sum)
+            start = list(running)
 
     o = torch.stack(reads, dim=2).to(x.dtype)  # (B, H, L, d)
     y = module.out_norm(o).transpose(1, 2).reshape(B, L, C)
-    conv_state = torch.stack(inputs[n_commit:n_commit + 4], dim=1)  # the four inputs before token n_commit
-    new_state = SMTState(torch.stack(committed, dim=1), mean, sq, seen, conv_state)
+    conv_state = torch.stack(inputs[L:L + 4], dim=1)  # the last four inputs
+    new_state = SMTState(torch.stack(start, dim=1), torch.stack(running, dim=1), mean, sq, seen,
+                         torch.stack([err_sum, err_sq_sum], dim=-1), conv_state)
     return module.proj(y), torch.stack(surprises, dim=1), new_state
 
 
 # ---------------------------------------------------------------------------------------------------- the bank
 
 
-def bank_reference(module, x: Tensor, surprise: Tensor, state: BankState, n_commit: int, mem_gate, surprise_scale
+def bank_reference(module, x: Tensor, surprise: Tensor, state: BankState, offset: int, mem_gate, surprise_scale
                    ) -> tuple[Tensor, BankState]:
-    """The episodic bank, one sample, chunk, token and slot at a time.
+    """The episodic bank, one sample, token and slot at a time.
 
-    ``x (B, L, C)``, ``surprise (B, L)``, ``state`` at the start; returns the read of every token ``(B, L, C)`` and
-    the state after ``n_commit`` tokens. The returned slots are ordered by priority, highest first.
+    ``x (B, L, C)`` the new inputs, ``surprise (B, L)``, ``state`` after the stream's earlier tokens, ``offset`` of
+    which lie in the current chunk; returns the read of every token ``(B, L, C)`` and the state after the last
+    token. The returned slots are ordered by priority and the candidates by strength, highest first; fewer than
+    `writes` candidates are padded with empty ones (all zeros: strength 0 = no candidate).
 
-    A token t of a committed chunk is a write candidate: key n(K(x_{t-1})) (x_{-1} the carried `prev`), value
-    V(x_t), strength sigmoid(score(x_t) + surprise_scale * surprise_t) * mem_gate. At the end of each committed
-    chunk its `writes` strongest candidates join the slots (every old slot ages by the chunk's length, a candidate
-    is (chunk - 1 - its index in the chunk) bytes old), and the `capacity` entries of highest priority
-    strength * aging ** age stay. A token reads the bank left by the chunks before its own: each slot scores
-    temperature * <n(Q(x_t)), key> + log(strength + eps); the `top_k` best and a learned null slot are
-    soft-maxed, the read is the weighted sum of the chosen slots' values (the null slot's value is 0), then `out`.
+    Every token t is a write candidate: key n(K(x_{t-1})) (x_{-1} the carried `prev`), value V(x_t), strength
+    sigmoid(score(x_t) + surprise_scale * surprise_t) * mem_gate, index its position in its chunk; the chunk keeps
+    its `writes` strongest candidates so far. At the chunk's last token they join the slots (every old slot ages by
+    chunk, a candidate is chunk - 1 - index bytes old), the `capacity` entries of highest priority
+    strength * aging ** age stay, and the candidates start over. A token reads the bank left by the chunks before
+    its own: each slot scores temperature * <n(Q(x_t)), key> + log(strength + eps); the `top_k` best and a learned
+    null slot are soft-maxed, the read is the weighted sum of the chosen slots' values (the null slot's value is 0),
+    then `out`.
     """
     B, L, C = x.shape
     chunk, cap, top_k, writes, aging = module.chunk, module.capacity, module.top_k, module.writes, module.aging
-    if n_commit % chunk or n_commit > L:
-        raise ValueError(f"n_commit ({n_commit}) must be a multiple of the chunk size {chunk} and <= {L}")
+    _check_offset(offset, chunk)
     dt = torch.promote_types(x.dtype, torch.float32)
     gate_m = torch.as_tensor(mem_gate, dtype=dt, device=x.device)
     scale = torch.as_tensor(surprise_scale, dtype=dt, device=x.device)
     temperature = module.log_temperature.exp()
     null_logit = module.null_logit
+    zero_vec, zero = torch.zeros(C, dtype=dt, device=x.device), torch.zeros((), dtype=dt, device=x.device)
     rows, new_states = [], []
     for s in range(B):
-        # A slot: [key (C,), value (C,), strength (), age ()].
+        # A slot: [key (C,), value (C,), strength (), age ()]; a candidate: [key, value, strength, index ()].
         slots = [[state.keys[s, i].to(dt), state.values[s, i].to(dt), state.strength[s, i].to(dt),
                   state.age[s, i].to(dt)] for i in range(cap)]
+        candidates = [[state.cand_keys[s, i].to(dt), state.cand_values[s, i].to(dt), state.cand_strength[s, i].to(dt),
+                       state.cand_index[s, i].to(dt)] for i in range(writes) if state.cand_strength[s, i] > 0]
         reads = []
-        for start in range(0, L, chunk):
-            end = min(start + chunk, L)
-            for t in range(start, end):  # reads: the bank of the chunks before this one
-                query = _unit(module.query(x[s, t]).to(dt))
-                logits = [temperature * (query @ key) + torch.log(strength + BANK_EPS)
-                          for key, _, strength, _ in slots]
-                best = sorted(range(cap), key=lambda i: logits[i].item(), reverse=True)[:top_k]
-                weights = torch.softmax(torch.stack([logits[i] for i in best] + [null_logit.to(dt)]), dim=0)
-                reads.append(sum(weights[j] * slots[i][1] for j, i in enumerate(best)))
-            if end <= n_commit:  # a committed chunk writes its strongest candidates
-                candidates = []
-                for t in range(start, end):
-                    before = x[s, t - 1] if t > 0 else state.prev[s].to(x.dtype)
-                    key = _unit(module.key(before).to(dt))
-                    value = module.value(x[s, t]).to(dt)
-                    score = module.write_score(x[s, t]).to(dt)[0] + scale * surprise[s, t].to(dt)
-                    strength = torch.sigmoid(score) * gate_m
-                    age = torch.tensor(float(end - 1 - t), dtype=dt, device=x.device)
-                    candidates.append([key, value, strength, age])
-                candidates.sort(key=lambda c: c[2].item(), reverse=True)
-                for slot in slots:
-                    slot[3] = slot[3] + chunk
-                pool = slots + candidates[:writes]
-                pool.sort(key=lambda c: (c[2] * aging ** c[3]).item(), reverse=True)
-                slots = pool[:cap]
+        for t in range(L):
+            pos = (offset + t) % chunk
+            # The read: the bank of the chunks before this one.
+            query = _unit(module.query(x[s, t]).to(dt))
+            logits = [temperature * (query @ key) + torch.log(strength + BANK_EPS) for key, _, strength, _ in slots]
+            best = sorted(range(cap), key=lambda i: logits[i].item(), reverse=True)[:top_k]
+            weights = torch.softmax(torch.stack([logits[i] for i in best] + [null_logit.to(dt)]), dim=0)
+            reads.append(sum(weights[j] * slots[i][1] for j, i in enumerate(best)))
+            # The token as a candidate; the chunk keeps its `writes` strongest so far.
+            before = x[s, t - 1] if t > 0 else state.prev[s].to(x.dtype)
+            key = _unit(module.key(before).to(dt))
+            value = module.value(x[s, t]).to(dt)
+            strength = torch.sigmoid(module.write_score(x[s, t]).to(dt)[0] + scale * surprise[s, t].to(dt)) * gate_m
+            candidates.append([key, value, strength, torch.tensor(float(pos), dtype=dt, device=x.device)])
+            candidates = sorted(candidates, key=lambda c: c[2].item(), reverse=True)[:writes]
+            if pos == chunk - 1:  # the chunk's last token: its candidates merge into the bank
+                aged = [[k, v, st, age + chunk] for k, v, st, age in slots]
+                joining = [[k, v, st, chunk - 1 - index] for k, v, st, index in candidates]
+                pool = sorted(aged + joining, key=lambda c: (c[2] * aging ** c[3]).item(), reverse=True)
+                slots, candidates = pool[:cap], []
         rows.append(torch.stack(reads))  # (L, C)
-        new_states.append([torch.stack([slot[j] for slot in slots]) for j in range(4)])
+        padded = candidates + [[zero_vec, zero_vec, zero, zero]] * (writes - len(candidates))
+        new_states.append([torch.stack([slot[j] for slot in slots]) for j in range(4)]
+                          + [torch.stack([c[j] for c in padded]) for j in range(4)])
     read = module.out(torch.stack(rows).to(x.dtype))
-    keys, values, strength, age = (torch.stack([st[j] for st in new_states]) for j in range(4))
-    prev = x[:, n_commit - 1].to(dt) if n_commit > 0 else state.prev.to(dt)
-    return read, BankState(keys, values, strength, age, prev)
+    fields = [torch.stack([st[j] for st in new_states]) for j in range(8)]
+    return read, BankState(*fields[:4], x[:, -1].to(dt), *fields[4:])
+
+
+# ---------------------------------------------------------------------------------------------------- the CMS
+
+
+def cms_reference(module, h: Tensor, state: CMSState, mem_gate) -> tuple[Tensor, CMSState]:
+    """The fast CMS level (``kind: chain``, surrogate objective), one token at a time.
+
+    ``h (B, L, C)`` the new inputs, ``state`` after the earlier tokens; returns the level's output ``(B, L, C)`` and
+    its state after the last token. Per token, with n = unit vector and the mlp box
+    ``M(z) = z + (W1_0 + D) silu(W2 z)``: key k_t = n(h_{t-1}) (k_0 = the carried `prev`), value v_t = n(h_t),
+    kappa = f(k) / |f(k)|, tau = (v - base(k)) / |f(k)|; D <- D + eta (tau - D kappa) kappa^T with
+    eta = sigmoid(eta_logit) * mem_gate (full retention); fast_t = (M^D(n(h_t)) - n(h_t)) * fast_gain after the
+    write; out_t = fast_t + slow(h_t + fast_t).
+    """
+    B, L, C = h.shape
+    dt = torch.promote_types(h.dtype, torch.float32)
+    w1, w2 = module.prior_w1[0].to(dt), module.prior_w2[0].to(dt)  # (C, hid), (hid, C)
+    eta = torch.sigmoid(module.eta_logit.to(dt)) * torch.as_tensor(mem_gate, dtype=dt, device=h.device)
+
+    def features(z: Tensor) -> tuple[Tensor, Tensor]:  # z (B, C) -> f (B, hid), base (B, C)
+        f = F.silu(z @ w2.T)
+        return f, z + f @ w1.T
+
+    change, key = state.change[:, 0].to(dt), state.prev.to(dt)  # (B, C, hid), (B, C)
+    fast = []
+    for t in range(L):
+        value = F.normalize(h[:, t].to(dt), dim=-1)
+        f, base = features(key)
+        norm = f.norm(dim=-1, keepdim=True).clamp_min(KEY_EPS)
+        kappa, tau = f / norm, (value - base) / norm
+        error = tau - torch.einsum("bik,bk->bi", change, kappa)
+        change = change + eta * error[:, :, None] * kappa[:, None, :]
+        fq, base_q = features(value)
+        fast.append(base_q + torch.einsum("bik,bk->bi", change, fq) - value)  # the read after the write
+        key = value
+    fast = (torch.stack(fast, dim=1) * module.fast_gain).to(h.dtype)
+    return fast + module.slow(h + fast), CMSState(change[:, None], key)
