@@ -21,6 +21,8 @@ from hope.generate import sample
 from hope.layers.smt import SelfModifyingMemory
 from hope.models import build_model, count_params, matched_baseline_config
 from hope.ops.memory import box_apply, memory_chunked, memory_reference
+from hope.train.loop import _masked_step
+from hope.train.optim import build_optimizer
 
 PEER_MISSING = "titans-pytorch is not installed (pip install -r bench/requirements.txt): peer row skipped"
 
@@ -178,7 +180,21 @@ def count_step_ops(cfg: Config, seed: int = 0, batch_size: int = 2) -> dict[str,
     counter = OpCounter()
     with counter:
         step()
-    return {"ops": counter.count, "compute_ops": counter.compute, "top_ops": dict(counter.by_op.most_common(8))}
+    return {"ops": counter.count, "compute_ops": counter.compute, "top_ops": dict(counter.by_op.most_common(8)),
+            "optimizer_ops": count_optimizer_ops(model), "tensors": sum(1 for _ in model.parameters())}
+
+
+def count_optimizer_ops(model: torch.nn.Module) -> int:
+    """Aten ops of one guarded optimiser step as training takes it (`hope.train.loop._masked_step`: AdamW as
+    `build_optimizer` makes it on a CPU/CUDA device, the non-finite decision an on-device bool), after a first
+    step that creates the optimiser state. Needs the gradients of a backward pass."""
+    optimizer = build_optimizer(model.named_parameters(), "adamw", 1e-3, 0.9, 0.1, fused=True)
+    ok = torch.ones((), dtype=torch.bool)
+    _masked_step(optimizer, ok)
+    counter = OpCounter()
+    with counter:
+        _masked_step(optimizer, ok)
+    return counter.count
 
 
 def count_generation_ops(cfg: Config, prompt: int = 64, steps: int = 32) -> float:
@@ -218,8 +234,8 @@ def worker_generate(spec: dict[str, Any]) -> dict[str, Any]:
     cfg, device = config_from_dict(spec["config"]), torch.device(spec["device"])
     torch.manual_seed(0)
     model = build_model(cfg).to(device).eval()
-    gen = torch.Generator().manual_seed(spec.get("seed", 0))
-    prompt = torch.randint(0, 256, (1, spec.get("prompt_len", 64)), generator=gen).to(device)
+    gen = torch.Generator(device=device).manual_seed(spec.get("seed", 0))  # sampling stays on the device
+    prompt = torch.randint(0, 256, (1, spec.get("prompt_len", 64)), generator=torch.Generator().manual_seed(0)).to(device)
     rows, done = [], 0
     import time
 
@@ -229,8 +245,8 @@ def worker_generate(spec: dict[str, Any]) -> dict[str, Any]:
             sync(device)
             w0, c0 = time.perf_counter(), time.process_time()
             for _ in range(mark - done):
-                token = sample(logits[0, -1], 1.0, None, gen)
-                logits, _, state = model(torch.tensor([[token]], device=device), state=state)
+                token = sample(logits[0, -1], 1.0, None, gen)  # (1,) on the device, fed back as it is
+                logits, _, state = model(token.view(1, 1), state=state)
             sync(device)
             n = mark - done
             row = {"bytes": mark, "ms_per_token": (time.perf_counter() - w0) / n * 1e3,

@@ -57,21 +57,26 @@ MODES = {
                             ("update_frequencies", {"mem_write": 4, "error_update": 8}))),
 }
 
-# The targets of the performance issue, checked on the figures this run measured.
+# The targets of the performance issues (the GPU/speed issue's first, then the earlier ones still tracked),
+# checked on the figures this run measured. Each is (description, bound); a "moonshot" is a stretch bound.
 TARGETS = {
-    "ops_ratio_256": ("HOPE dispatched aten ops per training forward + backward <= 4x the baseline's at seq_len 256", 4.0),
-    "ops_sublinear": ("HOPE ops per step grow sublinearly with seq_len: exponent log(ops ratio)/log(seq_len ratio) "
-                      "between the two longest rows <= 0.5 (a loop over chunks is ~1)", 0.5),
-    "train_ratio_256": ("HOPE training throughput >= 0.5x the matched baseline at seq_len 256", 0.5),
+    "ops_ratio_256": ("HOPE dispatched aten ops per training forward + backward <= 6x the baseline's at seq_len 256",
+                      6.0),
+    "ops_ratio_256_moonshot": ("the same, moonshot: <= 4x", 4.0),
+    "optimizer_ops": ("the optimiser step with its non-finite guard launches <= 20 ops for the whole model (fused "
+                      "AdamW with found_inf, no per-tensor copies)", 20.0),
+    "train_ratio_256": ("HOPE training throughput >= 0.6x the matched baseline at seq_len 256 (CPU time)", 0.6),
+    "train_ratio_256_moonshot": ("the same, moonshot: >= 0.8x", 0.8),
+    "gen_ratio": ("HOPE generation time per byte <= 1.5x the baseline's at every mark (the longest included)", 1.5),
+    "gen_flat": ("HOPE generation time per byte flat: the longest mark within 25% of the first", 0.25),
+    "gen_memory_flat": ("HOPE peak memory after the longest generation within 10% of after the first mark", 0.10),
+    "compile_time": ("HOPE compiles (first compiled training step) in <= 180 s at seq_len 256", 180.0),
+    "compile_speedup": ("compiled HOPE runs faster than eager (speed-up > 1)", 1.0),
     "op_speedup_16": ("memory_chunked >= 10x memory_reference at chunk 16, T = 256 (fwd and fwd+bwd)", 10.0),
     "store_16": ("linear memory, 16 pairs at head dim 32, eta = 1: top-1 >= 0.95 at every chunk size, identical", 0.95),
     "peer_ratio": ("Titans-mode memory >= 1.0x titans-pytorch NeuralMemory forward+backward throughput", 1.0),
     "train_memory_1024": ("HOPE's training-step memory rise at seq_len 1024 <= 2x the baseline's (the better of "
                           "plain and recompute_memory)", 2.0),
-    "gen_ratio": ("HOPE generation time per byte <= 1.5x the baseline's at every mark (the longest included)", 1.5),
-    "compile_time": ("HOPE compiles (first compiled training step) in <= 180 s at seq_len 256", 180.0),
-    "compile_speedup": ("compiled HOPE runs faster than eager (speed-up > 1)", 1.0),
-    "gen_memory_flat": ("HOPE peak memory after the longest generation within 10% of after the first mark", 0.10),
 }
 
 
@@ -170,19 +175,21 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     ops = results.get("ops", [])
     at_256 = [r for r in ops if r["seq_len"] == 256]
     if at_256:
-        value = at_256[0]["ratio"]
-        add("ops_ratio_256", value, value <= 4.0, f"HOPE {at_256[0]['hope']['ops']:,} vs baseline "
-            f"{at_256[0]['baseline']['ops']:,} ops")
-    if len(ops) >= 2:
-        a, b = ops[-2], ops[-1]
-        value = math.log(b["hope"]["ops"] / a["hope"]["ops"]) / math.log(b["seq_len"] / a["seq_len"])
-        add("ops_sublinear", value, value <= 0.5, f"seq_len {a['seq_len']} -> {b['seq_len']}: HOPE "
-            f"{a['hope']['ops']:,} -> {b['hope']['ops']:,} ops")
+        value, note = at_256[0]["ratio"], (f"HOPE {at_256[0]['hope']['ops']:,} vs baseline "
+                                           f"{at_256[0]['baseline']['ops']:,} ops")
+        add("ops_ratio_256", value, value <= TARGETS["ops_ratio_256"][1], note)
+        add("ops_ratio_256_moonshot", value, value <= TARGETS["ops_ratio_256_moonshot"][1], note)
+        opt = at_256[0]["hope"].get("optimizer_ops")
+        if opt is not None:
+            add("optimizer_ops", opt, opt <= TARGETS["optimizer_ops"][1], f"{at_256[0]['hope'].get('tensors', '?')} "
+                "parameter tensors")
     train = [r for r in results.get("train", []) if r["seq_len"] == 256]
     if train:
         r = train[0]
         value = r.get("cpu_ratio", r["ratio"])
-        add("train_ratio_256", value, value >= 0.5, "CPU-time ratio" if "cpu_ratio" in r else "wall-time ratio")
+        note = "CPU-time ratio" if "cpu_ratio" in r else "wall-time ratio"
+        add("train_ratio_256", value, value >= TARGETS["train_ratio_256"][1], note)
+        add("train_ratio_256_moonshot", value, value >= TARGETS["train_ratio_256_moonshot"][1], note)
     op = [r for r in results.get("op", []) if r["chunk"] == 16 and r.get("T") == 256]
     if op:
         value = min(op[0][m]["speedup"] for m in ("fwd", "fwd_bwd") if m in op[0])
@@ -209,6 +216,10 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                   for h, b in zip(generation["hope"]["rows"], generation["baseline"]["rows"])]
         add("gen_ratio", max(ratios), max(ratios) <= 1.5, "HOPE/baseline ms per byte at the marks: "
             + " / ".join(f"{x:.2f}" for x in ratios))
+        per_byte = [h["ms_per_token"] for h in generation["hope"]["rows"]]
+        growth = per_byte[-1] / per_byte[0] - 1
+        add("gen_flat", growth, abs(growth) <= TARGETS["gen_flat"][1], "HOPE ms per byte at the marks: "
+            + " / ".join(f"{x:.2f}" for x in per_byte))
     compiled = results.get("compile", {}).get("hope")
     if compiled:
         add("compile_time", compiled["compile_s"], compiled["compile_s"] <= 180.0, f"seq_len {results['compile']['seq_len']}")
