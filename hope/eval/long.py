@@ -33,7 +33,7 @@ from typing import Callable
 
 import torch
 
-from hope.data.corpus import load_corpus
+from hope.data.corpus import data_exists, load_corpus
 from hope.config import Config
 from hope.data import mqar
 from hope.data.recall import VALUE_LEN, chance_level, episode_overhead, make_episode
@@ -333,7 +333,7 @@ def track_long(checkpoints: list[str], gaps: list[int], trials: int = 64, seed: 
 def checkpoint_filler(cfg: Config, data: str | Path | None) -> torch.Tensor:
     """Filler for a checkpoint: --data if given, else the data it was trained on, else the synthetic corpus."""
     source = data if data else cfg.data
-    if not data and cfg.data and not Path(cfg.data).is_file():
+    if not data and cfg.data and not data_exists(cfg.data):
         raise HopeError(f"the checkpoint's training data {cfg.data} is not there; pass --data PATH for the filler text")
     return recall_filler(source, seed=cfg.seed)
 

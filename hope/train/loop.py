@@ -64,7 +64,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from hope.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, model_state, save_checkpoint
 from hope.config import Config, config_to_dict
-from hope.data.corpus import Corpus, DataError, load_corpus
+from hope.data.corpus import Corpus, DataError, data_exists, load_corpus
 from hope.data.loader import make_loader
 from hope.data.mqar import MQARSpec
 from hope.data.stream import StreamSchedule
@@ -258,7 +258,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, corpus: Corpus | Non
     Raises `TrainingInterrupted` after SIGINT/SIGTERM (with a resumable checkpoint saved) and `HopeError` for bad
     input or after `max_bad_steps` non-finite steps in a row.
     """
-    if cfg.data and "," not in cfg.data and Path(cfg.data).is_file():  # the checkpoint works from any folder
+    if cfg.data and "," not in cfg.data and data_exists(cfg.data):  # the checkpoint works from any folder
         cfg = dataclasses.replace(cfg, data=absolute_data(cfg.data))
     files = RunFiles(Path(cfg.out))
     main_rank = int(os.environ.get("RANK", "0")) == 0  # torchrun: one checker, before any rank writes
