@@ -38,8 +38,8 @@ from hope.layers.mlp import MLP
 from hope.ops.memory import box_apply, delta_rule_chunked, features, write_inputs
 
 # Tokens per block of the surrogate's chunkwise write. Its keys and targets never read its state, and the write is
-# exact at any block size, so blocks are a speed setting only: few large blocks mean few launches (architecture.md
-# §8); 256 bounds the (block x block) products.
+# exact at any block size, so blocks are a speed setting only: few large blocks mean few launches (architecture.md,
+# "Execution on accelerators"); 256 bounds the (block x block) products.
 FAST_BLOCK = 256
 TASK_ETA_MAX = 0.5  # cms_objective: task: the rate of its summed-gradient step is TASK_ETA_MAX / chunk at most
 

@@ -67,7 +67,7 @@ class ChunkInputs(NamedTuple):
 class SMTState(NamedTuple):
     """The SMT's carried state: the boxes at the current chunk's start (they give keys and targets) and after the
     writes of its tokens so far (they take the next write), so a call may end anywhere inside a chunk and the next
-    one continues with no replay (architecture.md §8, "Generation in O(1) per byte")."""
+    one continues with no replay (architecture.md, "Execution on accelerators")."""
 
     change: Tensor  # (B, boxes, H, d, f) learned change W - W_0 of each box (memory, k, v) at the chunk's start
     running: Tensor  # (B, boxes, H, d, f) the same after the writes of the current chunk's tokens so far
@@ -158,7 +158,7 @@ class SelfModifyingMemory(nn.Module):
 
     def _kv_features(self, z: Tensor, prior: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         """The k/v boxes' prior features of their inputs, ``(f(z), base(z))`` with ``M(z) = base(z) + D f(z)``:
-        they do not depend on the state, so a call computes them once for all its chunks (architecture.md §8).
+        they do not depend on the state, so a call computes them once for all its chunks (architecture.md, "Execution on accelerators").
         ``z (B, 2, H, ..., d)``; plain Titans has no k/v boxes: ``(z, z)``."""
         if not self.self_modifying:
             return z, z
@@ -210,7 +210,7 @@ class SelfModifyingMemory(nn.Module):
     def _chunk_plans(self, inputs: Tensor, gate: Tensor, alpha: Tensor, reads: tuple[Tensor, Tensor],
                      prior: tuple[Tensor, ...], start: int, n: int, c: int) -> list[ChunkInputs]:
         """Everything the `n` pieces of `c` tokens from `start` need that does not read the carried state, computed
-        for all of them at once (architecture.md §8): the k/v boxes' prior features, the retention products and
+        for all of them at once (architecture.md, "Execution on accelerators"): the k/v boxes' prior features, the retention products and
         decays (alpha only), the read features; then split per piece (`unbind`: one op, n views)."""
         def chunks(x: Tensor, dim: int) -> Tensor:  # (..., L, ...) at `dim` -> (..., n, c, ...)
             return x.narrow(dim, start, n * c).unflatten(dim, (n, c))

@@ -2,8 +2,8 @@
 
     logits, loss, state = model(idx, targets=None, state=None)
 
-`state` carries everything a stream needs (attention caches, fast weights, episodic bank, partial-chunk tails,
-the absolute position); None starts a fresh stream. Inputs longer than one segment (`seq_len`) are processed
+`state` carries everything a stream needs (attention caches, fast weights, episodic bank, their state inside the
+current chunk, the absolute position); None starts a fresh stream. Inputs longer than one segment (`seq_len`) are processed
 segment by segment with the state carried, so one call equals a sequence of shorter calls (HOPE: memories
 carry information; baseline: its attention window slides).
 
@@ -53,7 +53,7 @@ class LanguageModel(nn.Module):
         for name, p in self.named_parameters():  # GPT-2 style scaled init of residual output projections
             if name.endswith(("attn.proj.weight", "smt.proj.weight", "mlp.down.weight", "slow.down.weight")):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.depth))
-        # Schedules set by the training loop every step (architecture.md §5, §8); evaluation uses their final values.
+        # Schedules set by the training loop every step (architecture.md, "Execution on accelerators"); evaluation uses their final values.
         # 0-dim tensors on the model's device, updated in place: the forward reads no host number (no host-to-device
         # copy per call, nothing for torch.compile to guard on as they ramp). Not persistent: they belong to the run
         # (the checkpoint's step sets them), not to the weights.

@@ -3,7 +3,7 @@
 `F.normalize(x)` divides by ``max(|x|, 1e-12)``, so the gradient through a zero vector is multiplied by 1e12: under
 fp16 autocast that overflows in the backward of the projection in front of it (inf x 0 = NaN in its weight
 gradient), whatever the loss scale. Zero vectors do occur: the episodic bank's first write key of a fresh stream is
-K(0) = 0 (architecture.md §8, "Half precision").
+K(0) = 0 (architecture.md, "Execution on accelerators").
 """
 
 from __future__ import annotations
