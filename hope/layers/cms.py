@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from hope.layers.chunking import state_dtype
 from hope.layers.mlp import MLP
-from hope.ops.memory import box_apply, delta_rule_chunked, features, write_inputs
+from hope.ops.memory import box_apply, delta_rule_chunked, features, unit_write
 
 # Tokens per block of the surrogate's chunkwise write. Its keys and targets never read its state, and the write is
 # exact at any block size, so blocks are a speed setting only: few large blocks mean few launches (architecture.md,
@@ -98,9 +98,10 @@ class ContinuumMemory(nn.Module):
             if self.objective == "task":  # read only, at the fast weights the LM committed before this chunk
                 fast, change = box_apply(prior, state.change, cur, "mlp") - cur, state.change
             else:
-                keys = torch.cat([state.prev[:, None, None], cur[:, :, :-1]], dim=2)  # k_t = n(h_{t-1})
-                kappa, tau = write_inputs(prior, keys, cur, "mlp")  # v_t = n(h_t)
-                fq, base_q = features(prior, cur, "mlp")
+                # Keys k_t = n(h_{t-1}) and queries n(h_t) are one sequence shifted by a token: features once.
+                f, base = features(prior, torch.cat([state.prev[:, None, None], cur], dim=2), "mlp")  # (B, 1, 1 + L, .)
+                kappa, tau = unit_write(f[:, :, :-1], base[:, :, :-1], cur)  # v_t = n(h_t)
+                fq, base_q = f[:, :, 1:], base[:, :, 1:]
                 eta = (torch.sigmoid(self.eta_logit) * mem_gate).expand(B, 1, L)
                 reads, change = delta_rule_chunked(state.change, kappa, tau, fq, eta, torch.ones_like(eta), FAST_BLOCK)
                 fast = base_q + reads - cur  # M_t(n(h_t)) - n(h_t), read after token t's write

@@ -81,7 +81,11 @@ def box_apply(prior: tuple[Tensor, ...], change: Tensor, z: Tensor, kind: Kind) 
 def write_inputs(prior: tuple[Tensor, ...], k: Tensor, v_hat: Tensor, kind: Kind) -> tuple[Tensor, Tensor]:
     """Unit key ``kappa (..., T, k)`` and residual target ``tau (..., T, d)`` such that one write with eta = 1
     sets ``M(k) = v_hat`` (module docstring)."""
-    f, base = features(prior, k, kind)
+    return unit_write(*features(prior, k, kind), v_hat)
+
+
+def unit_write(f: Tensor, base: Tensor, v_hat: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`write_inputs` from the key's features ``(f(k), base(k))``, when the caller has them."""
     norm = f.norm(dim=-1, keepdim=True).clamp_min(EPS)  # 1 for a linear box with unit keys
     return f / norm, (v_hat - base) / norm
 
