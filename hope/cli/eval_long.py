@@ -8,7 +8,9 @@ Run as:
 Each episode writes a key/value pair, then `gap` bytes of filler text (validation split of --data, else of the
 checkpoint's data, else the synthetic corpus), then asks for the key; recall_prob is the mean probability the
 model gives the value, chance what a model that remembers nothing gets. The baseline cannot see past its
-max_len window, so at gaps beyond it its recall falls to chance (a note says so).
+max_len window, so at gaps beyond it its recall falls to chance (a note says so). On a collection of documents
+(a directory, glob, manifest or prepared collection) each episode's filler is a span of one validation document,
+never running into the next one; a note on stderr counts the documents not longer than the gap, left out.
 
 `--task mqar` scores multi-query associative recall instead (hope.data.mqar): --pairs key/value pairs, a gap of
 random filler bytes, then every key again in a shuffled order. It prints accuracy (top-1 over a row's answers,

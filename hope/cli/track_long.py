@@ -10,7 +10,8 @@ Writes --out (default reports/long_context.csv) with header gap,recall_prob,chan
 step,data;
 several comma-separated checkpoints go into one CSV so HOPE and the baseline can be compared on the same
 episodes. Gaps may exceed max_len: the models stream the episode segment by segment (the baseline slides its
-window, so it cannot recall beyond it).
+window, so it cannot recall beyond it). On a collection of documents each episode's filler is a span of one
+validation document, never running into the next one; a note per gap counts the documents not longer than it.
 
 `--task mqar` sweeps multi-query associative recall (hope.data.mqar) instead; the header is then
 gap,accuracy,first_accuracy,value_prob,chance,repeat,elimination,pairs,answers,trials,model_type,checkpoint,step,

@@ -14,6 +14,15 @@ cannot see the write any more and should fall to chance: that is the comparison,
 We feed the stream in pieces of whole segments ourselves and keep only the log-probabilities at the value
 positions, so memory does not grow with the gap (a gap of 1M bytes holds no (T, 256) logits tensor).
 
+The gap's filler is text of the validation split. On a single file it is a random span of the split. On a
+collection of documents (`Corpus.val_docs`) it is a random span of one document (`document_filler`): the
+filler never runs from the end of one document into the start of the next, so what the model reads between
+write and query is one continuous text, not a splice. The span is drawn uniformly over all the spans of `gap`
+bytes that lie inside a document (its document in proportion to the spans it holds), which is the single
+file's draw restricted to spans that cross no boundary; where in its document the span starts does not matter
+here (the state is fresh at the write, unlike `hope-eval-binned`, which reads each document from its start).
+Documents not longer than the gap are skipped and counted in a note, never padded with the next one.
+
 MQAR (`mqar_accuracy`): P pairs, a gap of random filler bytes, the P keys again in a shuffled order. Per row, the
 accuracy is the fraction of its P answers whose top-1 byte (over all 256) is the value; `accuracy` averages it
 over rows, `value_prob` is the mean p(value) over all answers. Reported beside them: `chance` = 1/64 (a model
@@ -31,9 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
-from hope.data.corpus import data_exists, load_corpus
+from hope.data.corpus import DataError, Documents, data_exists, load_corpus
 from hope.config import Config
 from hope.data import mqar
 from hope.data.recall import VALUE_LEN, chance_level, episode_overhead, make_episode
@@ -47,6 +57,36 @@ TASKS = ("episodes", "mqar")
 def recall_filler(data: str | Path | None, seed: int = 0) -> torch.Tensor:
     """Filler bytes for the episodes: the validation split of `data` (None: the synthetic corpus)."""
     return load_corpus(data, seed=seed).val
+
+
+@dataclass(frozen=True)
+class Filler:
+    """Where the episodes' filler comes from: the validation bytes and, for a collection, their documents."""
+
+    text: torch.Tensor  # (N,) uint8
+    documents: Documents | None  # None: one stream of bytes (a file, the synthetic corpus)
+    name: str
+
+
+def recall_source(data: str | Path | None, seed: int = 0) -> Filler:
+    """The validation split of `data` (None: the synthetic corpus) with its document boundaries."""
+    corpus = load_corpus(data, seed=seed)
+    return Filler(corpus.val, corpus.val_docs, corpus.name)
+
+
+def filler_documents(documents: Documents, gap: int) -> np.ndarray:
+    """The documents a `gap`-byte filler can be drawn from (longer than the gap), as indices."""
+    return np.flatnonzero(documents.lengths() > gap)
+
+
+def document_filler(rng: random.Random, text: torch.Tensor, documents: Documents, usable: np.ndarray,
+                    gap: int) -> torch.Tensor:
+    """One document of `usable` (`filler_documents`) drawn in proportion to the `gap`-byte spans it holds (as
+    `make_episode` draws the span inside it, every span inside a document is equally likely): its bytes."""
+    lengths = documents.lengths()[usable]
+    cum = np.cumsum(lengths - gap).tolist()
+    (doc,) = rng.choices(usable.tolist(), cum_weights=cum)
+    return text[int(documents.offsets[doc]):int(documents.offsets[doc + 1])]
 
 
 def _piece_len(model: torch.nn.Module) -> int:
@@ -83,11 +123,13 @@ def value_logprobs(model: torch.nn.Module, tokens: torch.Tensor, value_start: in
 @torch.no_grad()
 def recall_prob(model: torch.nn.Module, gap: int, trials: int = 64, seed: int = 0, filler: torch.Tensor | None = None,
                 device: torch.device | str | None = None, batch_size: int = 16, amp: bool = False,
-                amp_dtype: str = "bf16") -> dict[str, float | int]:
+                amp_dtype: str = "bf16", documents: Documents | None = None) -> dict[str, float | int]:
     """Mean recall probability of the value over `trials` episodes with `gap` filler bytes between write and query.
 
     Episode i is `make_episode(random.Random(seed + i), gap, filler)`, so runs are reproducible and two models
-    given the same seed and filler see exactly the same episodes. Episodes of equal length run as one batch.
+    given the same seed and filler see exactly the same episodes. With `documents` (the boundaries of `filler`'s
+    documents) the same generator first draws the episode's document (`document_filler`) and the span comes from
+    it alone; DataError when no document is longer than the gap. Episodes of equal length run as one batch.
     Returns {recall_prob, chance, trials, gap}.
     """
     if gap < 0:
@@ -99,7 +141,18 @@ def recall_prob(model: torch.nn.Module, gap: int, trials: int = 64, seed: int = 
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)
-    episodes = [make_episode(random.Random(seed + i), gap, filler) for i in range(trials)]
+    if documents is None:
+        episodes = [make_episode(random.Random(seed + i), gap, filler) for i in range(trials)]
+    else:
+        usable = filler_documents(documents, gap)
+        if not len(usable):
+            longest = int(documents.lengths().max()) if len(documents) else 0
+            raise DataError(f"no validation document is longer than the gap of {gap} bytes (the longest has "
+                            f"{longest}); use a smaller gap or a collection of longer documents")
+        episodes = []
+        for i in range(trials):
+            rng = random.Random(seed + i)
+            episodes.append(make_episode(rng, gap, document_filler(rng, filler, documents, usable, gap)))
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, ep in enumerate(episodes):
         groups[(len(ep.tokens), ep.value_start)].append(i)
@@ -281,7 +334,9 @@ def track_long(checkpoints: list[str], gaps: list[int], trials: int = 64, seed: 
     (`mqar_accuracy`, `pairs` pairs, the answers hidden in the query half with `hide_answers`).
 
     Episodes: the filler is the validation split of `data`, else of each checkpoint's training data, else the
-    synthetic corpus; the same seed gives every checkpoint the same episodes when they share the filler. MQAR
+    synthetic corpus (on a collection, a span of one validation document per episode; a note per gap counts the
+    documents not longer than it, left out); the same seed gives every checkpoint the same episodes when they
+    share the filler. MQAR
     rows fill their gaps with random bytes of their own range (`data` must be None), so every checkpoint sees the
     same rows. `memory_capacity` evaluates HOPE with another episodic-bank size than it trained with (the bank's
     size is state, not parameters): it tells eviction apart from forgetting when recall drops with the gap.
@@ -308,12 +363,17 @@ def track_long(checkpoints: list[str], gaps: list[int], trials: int = 64, seed: 
     for path in checkpoints:
         sizes = {"memory_capacity": memory_capacity} if memory_capacity is not None else None
         model, cfg, ckpt = load_model(path, dev, state_sizes=sizes)
-        filler = checkpoint_filler(cfg, data) if task == "episodes" else None
+        filler = checkpoint_source(cfg, data) if task == "episodes" else None
         source = str(data or cfg.data or "synthetic") if task == "episodes" else "mqar random bytes"
         for gap in gaps:
             note = window_note(cfg, gap, task)
             if note:
                 log(note)
+            if filler is not None and filler.documents is not None:
+                docs = filler.documents
+                usable = len(filler_documents(docs, gap))
+                log(f"note: {filler.name}, gap {gap}: each episode's filler is a span of one validation document; "
+                    f"{len(docs) - usable} of {len(docs)} documents not longer than the gap left out")
             where = {"model_type": cfg.model_type, "checkpoint": str(path), "step": ckpt.get("step"), "data": source}
             if task == "mqar":
                 res = mqar_accuracy(model, pairs, gap, trials, seed, dev, batch_size, amp, amp_dtype, hide_answers)
@@ -323,21 +383,28 @@ def track_long(checkpoints: list[str], gaps: list[int], trials: int = 64, seed: 
                     f"{res['first_accuracy']:.4g}), p(value) {res['value_prob']:.4g} (chance {res['chance']:.4g}, "
                     f"repeat-last-value {res['repeat']:.4g}, eliminate-answered {res['elimination']:.4g})")
                 continue
-            res = recall_prob(model, gap, trials, seed, filler, dev, batch_size, amp, amp_dtype)
+            res = recall_prob(model, gap, trials, seed, filler.text, dev, batch_size, amp, amp_dtype,
+                              documents=filler.documents)
             rows.append({**res, **where})
             log(f"{cfg.model_type} {path} gap {gap}: recall_prob {res['recall_prob']:.4g} (chance {res['chance']:.4g})")
         del model
     return rows
 
 
-def checkpoint_filler(cfg: Config, data: str | Path | None) -> torch.Tensor:
-    """Filler for a checkpoint: --data if given, else the data it was trained on, else the synthetic corpus."""
-    source = data if data else cfg.data
+def checkpoint_source(cfg: Config, data: str | Path | None) -> Filler:
+    """Filler for a checkpoint, with its documents: --data if given, else the data it was trained on, else the
+    synthetic corpus."""
     if not data and cfg.data and not data_exists(cfg.data):
         raise HopeError(f"the checkpoint's training data {cfg.data} is not there; pass --data PATH for the filler text")
-    return recall_filler(source, seed=cfg.seed)
+    return recall_source(data if data else cfg.data, seed=cfg.seed)
+
+
+def checkpoint_filler(cfg: Config, data: str | Path | None) -> torch.Tensor:
+    """Filler bytes for a checkpoint (`checkpoint_source` without the document boundaries)."""
+    return checkpoint_source(cfg, data).text
 
 
 __all__ = ["recall_prob", "mqar_accuracy", "mqar_hits", "MQARHits", "answer_logprobs", "TASKS", "recall_filler", "value_logprobs", "parse_gaps",
            "split_paths", "track_long",
-           "checkpoint_filler", "window_note", "write_distance"]
+           "checkpoint_filler", "checkpoint_source", "Filler", "recall_source", "filler_documents", "document_filler",
+           "window_note", "write_distance"]
