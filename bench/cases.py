@@ -331,7 +331,7 @@ def store_retrieve(kind: str, pairs: int, chunk: int, *, memories: int = 4, d: i
                    device: torch.device = torch.device("cpu")) -> tuple[float, float]:
     """(top-1, seconds) of `pairs` random unit key/value pairs written once (eta = alpha = 1) into each of
     `memories` empty memories of head dim `d` (mlp: `h` random silu features), read back at their keys and
-    matched against every value by cosine (invariant 9 of docs/architecture.md; chance 1 / pairs)."""
+    matched against every value by cosine (docs/architecture.md, "The memory update": its store/retrieve table; chance 1 / pairs)."""
     g = torch.Generator().manual_seed(seed)
     k = F.normalize(torch.randn(memories, pairs, d, generator=g), dim=-1).to(device)
     v = F.normalize(torch.randn(memories, pairs, d, generator=g), dim=-1).to(device)

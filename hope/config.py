@@ -36,7 +36,7 @@ DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # device: and --device (hope.runtime.r
 # Keys that existed once and were removed, with the reason a user reads when an old config still sets them.
 REMOVED_KEYS = {
     "memory_momentum": "memory_momentum was removed: the memory's write is now the exact delta rule, which has no "
-                       "momentum (docs/architecture.md, 'Exact in-chunk semantics'); delete the key",
+                       "momentum (docs/architecture.md, 'No momentum'); delete the key",
 }
 
 

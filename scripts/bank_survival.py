@@ -1,4 +1,4 @@
-"""Do the episodic-bank entries written around a recall key survive a long gap? (docs/results.md §3)
+"""Do the episodic-bank entries written around a recall key survive a long gap? (docs/results.md, "History")
 
 Streams recall episodes through a HOPE checkpoint one segment at a time and, per layer, prints the strengths of
 the entries the write episode added to the bank and how many of them are still stored every 2048 bytes, next to

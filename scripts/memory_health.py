@@ -1,5 +1,5 @@
 """Is the memory alive? Reads a stream of text through a HOPE model and prints, per block, what
-docs/architecture.md §3b asks of a memory (invariant 10 and live surprise): how far each box's fast weight moved
+docs/architecture.md, "Invariants under test" (no collapse) and "Surprise" (alive) ask of a memory: how far each box's fast weight moved
 from its prior, whether the k and v boxes are different maps, and the spread of the normalised surprise along
 the text (overall and in the stream's first chunk), and the learned gates along it: the mean inner rate
 sigmoid(eta logit) (before surprise) and the mean retention alpha with its half-life in bytes (how far back a write

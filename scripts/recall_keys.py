@@ -1,4 +1,4 @@
-"""Does a model look a value up by its key, or just repeat a recent value? (docs/results.md §3)
+"""Does a model look a value up by its key, or just repeat a recent value? (docs/results.md, "History")
 
 `hope-eval-long` writes one key/value pair per stream, so a model that answers every query with the last value it
 saw scores as well as one that matches keys. Here each row holds several pairs (`training_row(..., episodes=N)`,

@@ -1,5 +1,5 @@
 """What a GPU run needs that a CPU fp32 run does not exercise: fp16 training (the GradScaler path) and resuming a
-checkpoint written on another device (architecture.md §8)."""
+checkpoint written on another device (architecture.md, "Half precision")."""
 
 from pathlib import Path
 

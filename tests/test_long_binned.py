@@ -244,7 +244,7 @@ def _recall_keys_script():
 
 
 def test_recall_keys_script_finds_every_query_and_its_distractors(ckpts, data_file, monkeypatch, capsys) -> None:
-    """scripts/recall_keys.py (the key-lookup diagnostic of results.md §3): every query of a scattered row is found
+    """scripts/recall_keys.py (the key-lookup diagnostic behind results.md, "History"): every query of a scattered row is found
     with its gap and the values of the other pairs written before it; the script runs on a checkpoint."""
     script = _recall_keys_script()
     from hope.data.recall import KEY_LEN, OPEN, training_row

@@ -1,4 +1,4 @@
-"""The memory inside the layers and the model at their initial parameters (architecture.md §3b, §7.8-§7.10):
+"""The memory inside the layers and the model at their initial parameters (architecture.md, "The self-modifying memory" and "Invariants under test"):
 the SMT stores pairs, the memory does not collapse over a long stream of text, surprise is alive.
 
 Text: the source of Python's `argparse` module (real English and code, always present, > 16 KB), so the
@@ -70,7 +70,7 @@ def default_model() -> torch.nn.Module:
 
 
 def test_no_collapse_after_16384_bytes_of_text():
-    """§7.10: after 16384 bytes of text at the default gates every block's memory has moved far from its initial
+    """No collapse: after 16384 bytes of text at the default gates every block's memory has moved far from its initial
     state (and so is not the identity either: the prior is the identity) and its k and v boxes are different
     maps; the surprise it returns varies along the text from the first chunk on."""
     model = default_model()

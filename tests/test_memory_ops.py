@@ -1,5 +1,5 @@
-"""Invariants of the memory's write rule, the gated delta rule on the learned change (architecture.md §7.1, §7.2,
-§7.6, §7.8, §7.9).
+"""Invariants of the memory's write rule, the gated delta rule on the learned change (architecture.md,
+"The memory update" and "Invariants under test").
 
 The chunked fast path equals the per-token reference (outputs, final state and the gradients of every input
 and of the prior and initial state) in float64 *at every chunk size*: the in-chunk write is exact. The reference
@@ -94,7 +94,7 @@ def test_reference_is_the_delta_rule():
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_one_write_sets_the_value(kind):
-    """§7.9: one write with eta = 1 (alpha = 1) at a unit key sets M(k) = v_hat exactly; eta = 0.5 halves the error."""
+    """One write with eta = 1 (alpha = 1) at a unit key sets M(k) = v_hat exactly; eta = 0.5 halves the error."""
     inp = _make(kind, T=1)
     for eta, left in ((1.0, 0.0), (0.5, 0.5)):
         gate = torch.full_like(inp["eta"], eta)
@@ -107,7 +107,7 @@ def test_one_write_sets_the_value(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_zero_eta_freezes_and_zero_alpha_returns_to_the_prior(kind):
-    """§7.6: eta = 0 and alpha = 1 leave the change untouched; alpha = 0 forgets everything back to the prior
+    """Gates: eta = 0 and alpha = 1 leave the change untouched; alpha = 0 forgets everything back to the prior
     W_0 (change 0), never to zero weights or the identity."""
     inp = _make(kind, T=9)
     _, d = _run(memory_chunked, {**inp, "eta": torch.zeros_like(inp["eta"]), "alpha": torch.ones_like(inp["eta"])},
@@ -182,7 +182,7 @@ def store_and_retrieve(kind: str, chunk_size: int, *, memories: int = 4, pairs: 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_store_and_retrieve(kind):
-    """§7.9: 16 random unit pairs written into a linear memory (head dim 32) are read back at top-1 >= 0.95, with
+    """Store and retrieve: 16 random unit pairs written into a linear memory (head dim 32) are read back at top-1 >= 0.95, with
     identical results at chunk sizes 1, 4, 16, 64 (the in-chunk write is exact). The mlp memory's keys are 64
     silu features, all positive-leaning and so correlated: it retrieves less (0.78-0.92 over seeds 0-7, 0.875
     here; the bench's store/retrieve table reports both) and is held to 0.8, chunk-size invariant all the same."""
@@ -193,7 +193,7 @@ def test_store_and_retrieve(kind):
 
 @pytest.mark.parametrize("chunk_size", [1, 16])
 def test_recall_after_orthogonal_filler(chunk_size):
-    """§7.8: a pair written once is recalled after 1000 delta-rule writes with keys orthogonal to its key."""
+    """Recall after filler: a pair written once is recalled after 1000 delta-rule writes with keys orthogonal to its key."""
     d, n_fill = 64, 1000
     g = torch.Generator().manual_seed(0)
     key = F.normalize(torch.randn(d, generator=g, dtype=DT), dim=0)

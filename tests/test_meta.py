@@ -1,4 +1,4 @@
-"""Meta-learning outer loop (architecture.md §6): what a meta-update may touch, where its data comes from,
+"""Meta-learning outer loop (architecture.md, "Meta-parameters"): what a meta-update may touch, where its data comes from,
 and that its gradient really flows through the in-context adaptation. Tiny models (dim 32, depth 1)."""
 
 from __future__ import annotations

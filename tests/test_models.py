@@ -1,4 +1,4 @@
-"""Invariants of the assembled language models (architecture.md §4 and §7.3-§7.7), for HOPE and the baseline.
+"""Invariants of the assembled language models (architecture.md, "The block", "Streaming" and "Invariants under test"), for HOPE and the baseline.
 
 Tiny float64 models. Several HOPE components start silent at init (the episodic bank's output projection is
 zero, the fast CMS level's gain is zero), so the invariants that must hold "with every component on" first
@@ -142,7 +142,7 @@ def test_randomised_hope_uses_every_component() -> None:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_causality(variant: str) -> None:
-    """Perturbing the bytes after t leaves the logits at <= t bit-identical (§7.3), on and off chunk and
+    """Perturbing the bytes after t leaves the logits at <= t bit-identical (causality), on and off chunk and
     segment boundaries, over a stream longer than seq_len (several segments, carried state)."""
     model_type, overrides = VARIANTS[variant]
     model = tiny_model(model_type, **overrides)
@@ -164,7 +164,7 @@ def test_causality(variant: str) -> None:
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("pieces", [(1, 3, 17), (5, 32, 2)], ids=["1-3-17-rest", "5-32-2-rest"])
 def test_streaming_equals_one_pass(variant: str, pieces: tuple[int, ...]) -> None:
-    """One call over LONG tokens == uneven pieces with the returned state carried (§4 Streaming, §7.4):
+    """One call over LONG tokens == uneven pieces with the returned state carried (architecture.md, "Streaming"):
     logits and the final state (fast weights at the chunk's start and after its writes so far, the bank and its
     chunk's candidates, caches, position) agree."""
     model_type, overrides = VARIANTS[variant]
@@ -192,7 +192,7 @@ def assert_streaming_equals_one_pass(model: torch.nn.Module, pieces: tuple[int, 
 
 def test_token_by_token_cadence() -> None:
     """Fed one token at a time, the SMT's committed fast weights and the bank's slots change only when the stream
-    position crosses a multiple of mem_write (§7.6), while what a chunk carries inside it (the SMT's running
+    position crosses a multiple of mem_write (cadence), while what a chunk carries inside it (the SMT's running
     writes, the bank's candidates) and the fast CMS level (exact per-token writes) move at every token; the
     logits still equal one pass."""
     model = tiny_model("hope")
@@ -225,7 +225,7 @@ def test_token_by_token_cadence() -> None:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_sample_isolation(variant: str) -> None:
     """Changing sample j leaves every other sample's logits and state bit-identical; the fast weights,
-    bank and tails carry a batch axis (§4: sample i never sees sample j)."""
+    bank and tails carry a batch axis (sample isolation: sample i never sees sample j)."""
     B, j = 3, 1
     model_type, overrides = VARIANTS[variant]
     model = tiny_model(model_type, **overrides)
@@ -283,8 +283,8 @@ GRAD_REQUIRED = ("smt.q_proj.weight", "smt.prior_w", "smt.gates.weight", "smt.ga
 
 
 def test_gradient_flow() -> None:
-    """One backward of the LM loss reaches every parameter with a finite non-zero gradient (§7.5): W_q, the
-    memory initial states, every gate head (eta, alpha, beta), the bank, both CMS levels, attention and the
+    """One backward of the LM loss reaches every parameter with a finite non-zero gradient (gradient flow): W_q, the
+    memory initial states, every gate head (eta, alpha), the bank, both CMS levels, attention and the
     embeddings; over two segments, so gradients also flow through the carried state."""
     model = tiny_model("hope")
     H = model.cfg.num_heads
@@ -330,7 +330,7 @@ def _run_with_gate(mem_gate: float, surprise_scale: float = 2.0) -> tuple[dict, 
 
 
 def test_mem_gate_zero_freezes_smt() -> None:
-    """With the mem_write gate at 0 the SMT fast weights stay exactly at their learned init (§5, §7.6)."""
+    """With the mem_write gate at 0 the SMT fast weights stay exactly at their learned init (gates)."""
     state, init = _run_with_gate(0.0)
     for (path, w), (_, w0) in zip(memory_leaves(state, "smt"), memory_leaves(init, "smt")):
         assert torch.equal(w, w0), f"{path} moved by {(w - w0).abs().max():.3g} with mem_gate 0"
@@ -357,7 +357,7 @@ def test_mem_gate_one_writes_every_memory() -> None:
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_loss_at_init_is_uniform(model_type: str) -> None:
-    """At the default init the model predicts ~uniform bytes: loss ~ ln 256 (§7.7)."""
+    """At the default init the model predicts ~uniform bytes: loss ~ ln 256."""
     model = tiny_model(model_type, randomise=False)
     idx = random_bytes(4, 65)
     with torch.no_grad():
@@ -367,7 +367,7 @@ def test_loss_at_init_is_uniform(model_type: str) -> None:
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_overfits_one_batch(model_type: str) -> None:
-    """A tiny model memorises one fixed 2x32 batch of random bytes (§7.7): the whole stack trains.
+    """A tiny model memorises one fixed 2x32 batch of random bytes: the whole stack trains.
     Depth 1 and long memory chunks only to keep it fast; it takes ~65 steps of the 150 allowed."""
     torch.manual_seed(0)
     cfg = tiny_config(model_type, depth=1, update_frequencies=UpdateFrequencies(16, 32, 2))
@@ -463,7 +463,7 @@ def test_count_params_and_tied_head(model_type: str) -> None:
 
 def test_autocast_bf16_keeps_fast_weights_fp32() -> None:
     """Under bf16 autocast a HOPE forward (two segments, then a continued call) runs with finite logits and
-    gradients, and the memories in the returned state stay fp32 (§4)."""
+    gradients, and the memories in the returned state stay fp32 (architecture.md, "Half precision")."""
     model = tiny_model("hope", dtype=torch.float32).train()
     idx = random_bytes(2, 46)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -495,7 +495,7 @@ def fast_weights(state: Any) -> list[torch.Tensor]:
 
 
 def test_task_causality() -> None:
-    """§7.3 with the task objective: the inner step after chunk n may only use bytes of chunk n, and a chunk
+    """Causality with the task objective: the inner step after chunk n may only use bytes of chunk n, and a chunk
     is read at the state committed before it; perturbing bytes after t leaves logits at <= t bit-identical."""
     model = task_model()
     idx = random_bytes(2, LONG)

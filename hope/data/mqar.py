@@ -12,7 +12,7 @@ byte ranges (fixed constants below), so a value byte can only be predicted by lo
 Within a row keys are distinct (every query has exactly one answer) and values are distinct too, so a model
 that repeats the last value written before the gap is right exactly once per row: its accuracy is exactly
 `repeat_level(P) = 1/P`, and one that knows only which bytes are values scores `chance_level() = 1/64`. An
-answer is a copy passed off as a lookup unless it beats both (anchors.md, "Associative recall").
+answer is a copy passed off as a lookup unless it beats both.
 
 The query half shows every answer once it is scored, so a model can also *eliminate*: answer each query with one of
 the written values not yet answered, looking no key up. Its i-th query (of P) is right with probability 1/(P - i),

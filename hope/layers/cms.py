@@ -8,7 +8,7 @@
                 `update_frequencies.optimizer_step` optimiser steps (gradients accumulate in between); its
                 parameter names contain ".slow." so the loop can find them.
 
-In-context objective of the fast level (the local surrogate allowed by architecture.md §4): the paper's task
+In-context objective of the fast level (the local surrogate, architecture.md, "CMS fast level objective"): the paper's task
 loss would need a backward pass through the layers above inside the forward. Instead the fast level is an
 associative memory that learns to predict the next normalised hidden state from the current one,
 k_t = n(h_{t-1}) -> v_t = n(h_t), with the same delta rule as the SMT (one op, `hope.ops.memory`, full retention,

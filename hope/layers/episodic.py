@@ -1,4 +1,4 @@
-"""Episodic bank: a bounded store of (key, value) vectors written on surprise, read sparsely (architecture.md §4).
+"""Episodic bank: a bounded store of (key, value) vectors written on surprise, read sparsely (architecture.md, "Episodic bank").
 
 It serves exact recall over thousands of bytes, which small fast-weight memories are known to fail. The write
 at position t stores key = K(x_{t-1}) and value = V(x_t): "what followed this context", so a later query

@@ -1,4 +1,4 @@
-"""Self-modifying Titans memory (HOPE's long-term memory, Nested Learning §8 / architecture.md §3, §3b).
+"""Self-modifying Titans memory (HOPE's long-term memory, Nested Learning §8; architecture.md, "The self-modifying memory").
 
 Per head, three fast-weight memories ("boxes", `memory_kind: linear | mlp`, see `hope.ops.memory`) live in the
 carried state as their learned change ``D = W - W_0`` from a meta-learned prior ``W_0``:
@@ -24,7 +24,7 @@ boxes' *outputs* follow their own writes (the self-modification), never an appro
 With `self_modifying: false` the k/v boxes are replaced by static projections and the target is v itself:
 plain Titans with the delta rule (ablations; the benchmark against titans-pytorch).
 
-Surprise (architecture.md §4) is the memory box's error ``|M(k_t) - v_hat_t|^2`` at the chunk-start state (in the
+Surprise (architecture.md, "Surprise") is the memory box's error ``|M(k_t) - v_hat_t|^2`` at the chunk-start state (in the
 units of the write, ``|kappa D^T - tau|^2``), normalised per token by running mean/variance statistics of those
 per-token errors: an EMA over chunks (`error_decay`) once a chunk has been committed, and the causal prefix
 statistics of the first chunk of a fresh stream before that, so the spread is O(1) from the first bytes. It
@@ -47,7 +47,7 @@ from hope.ops.memory import (KINDS, ChunkPlan, box_apply, chunk_pieces, commit_c
                               segment_products, write_chunk, write_inputs)
 
 SURPRISE_CLIP = 3.0  # normalised surprise is clipped to +-3 standard deviations
-RETENTION_INIT = 8.5  # alpha = sigmoid(8.5) = 1 - 2.0e-4: a half-life of ~3400 bytes at init (architecture.md §3b)
+RETENTION_INIT = 8.5  # alpha = sigmoid(8.5) = 1 - 2.0e-4: a half-life of ~3400 bytes at init (architecture.md, "Forgetting returns to the prior")
 KV_RATE_INIT = -3.0  # the k/v boxes write at sigmoid(-3) = 0.047 of the memory's rate at init (learned)
 
 
@@ -96,7 +96,7 @@ class SelfModifyingMemory(nn.Module):
         # configs/quick.yaml (0.951 vs 0.824); with them, see docs/architecture.md.
         self.kv_proj = nn.Linear(dim, 2 * dim, bias=False)
         # Meta-learned priors W_0 (ordinary parameters, no weight decay, trained through the writes). The k and v
-        # boxes start as different maps (architecture.md §3b: identical boxes gave k = v).
+        # boxes start as different maps (architecture.md, "A write stores what followed a context": identical boxes gave k = v).
         if kind == "linear":
             eye = torch.eye(d).expand(H, d, d)
             rand = [torch.linalg.qr(torch.randn(H, d, d))[0] for _ in range(n - 1)]  # random rotations

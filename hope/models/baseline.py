@@ -1,5 +1,5 @@
 """The baseline: a Transformer++ block (pre-norm RMSNorm, rotary positions, SwiGLU, full causal attention
-over `max_len`, sliding past it), the opponent the papers compare HOPE with (architecture.md §4)."""
+over `max_len`, sliding past it), the opponent the papers compare HOPE with (architecture.md, "The block")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The HOPE block (architecture.md §4):
+"""The HOPE block (architecture.md, "The block"):
 
     x = x + Mixer(norm(x))    Mixer = g * LocalAttention + (1 - g) * SelfModifyingMemory + EpisodicBank
     x = x + CMS(norm(x))      Continuum Memory System (fast in-context level + slow level)

@@ -66,7 +66,7 @@ class LanguageModel(nn.Module):
             return  # deliberately silent at init (e.g. the episodic bank's output)
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None and not getattr(module, "keep_bias", False):
+            if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
 
     def num_params(self) -> int:

@@ -1,7 +1,8 @@
 """Generic helpers for a model's carried state, treated as an opaque pytree.
 
-`model(idx, targets, state=state) -> (logits, loss, state)` returns whatever its layers carry (today nested
-dicts and lists of tensors with an int position; later typed NamedTuples). The training loop carries it across
+`model(idx, targets, state=state) -> (logits, loss, state)` returns whatever its layers carry (`LMState`:
+an int position and per block a `BlockState` NamedTuple of the KV-cache dict, `SMTState`, `BankState` and `CMSState`
+for HOPE, a KV-cache dict for the baseline). The training loop carries it across
 optimiser steps (`stream.use`, truncated backpropagation through time) and saves it in checkpoints, so it needs
 three operations that never look inside: detach every tensor, flatten to leaves a `torch.load(weights_only=True)`
 can read, and rebuild from those leaves. `torch.utils._pytree` flattens dicts, lists, tuples, NamedTuples and

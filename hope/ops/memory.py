@@ -1,8 +1,8 @@
 """Fast-weight memory as pure tensor math: the gated delta rule, exact inside every chunk.
 
 Nested Learning eq. 88 with the dot-product inner objective ``L = -<W k, v_hat>`` is the (gated) delta rule
-(architecture.md §3, gap 4). This project applies it to the *learned change* of a fast weight, so that
-forgetting returns the memory to its meta-learned initial state ``W_0`` (architecture.md §3b):
+(architecture.md, "Delta GD": gap 4 of architecture.md). This project applies it to the *learned change* of a fast weight, so that
+forgetting returns the memory to its meta-learned initial state ``W_0`` (architecture.md, "Forgetting returns to the prior"):
 ```
 W_t      = W_0 + D_t                                         the fast weight: prior (a parameter) + change (state)
 D_t      = alpha_t D_{t-1} + eta_t (tau_t - alpha_t D_{t-1} kappa_t) kappa_t^T     (delta rule, eq. 88)
@@ -38,7 +38,7 @@ fast path, built from :func:`plan_chunk`, :func:`write_chunk`, :func:`read_chunk
 callers whose keys depend on the state (the self-modifying memory) also use chunk by chunk.
 
 Momentum (Titans) is not part of the rule: a second-order recurrence on top of the delta rule has no exact
-UT form, and the exact in-chunk write is what makes the memory store (architecture.md §3b).
+UT form, and the exact in-chunk write is what makes the memory store (architecture.md, "No momentum" and "Exact in-chunk writes").
 
 Nothing is detached: the outer optimiser trains keys, targets, gates and priors through the writes. Everything
 also runs under ``torch.no_grad()``: the inner rule is written out, no autograd is needed to apply it.

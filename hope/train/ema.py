@@ -8,7 +8,7 @@ Under FSDP (`distributed: fsdp`) the model's parameters are sharded DTensors and
 update is elementwise on each rank's shard. `state_dict` then holds DTensors (the training loop gathers them for
 the checkpoint, hope.train.sharding) and `load_state_dict` takes full tensors and keeps each rank's shard.
 
-``decay = 0`` disables the EMA (architecture.md §5): no shadow is kept, ``update`` and ``copy_to`` do nothing and
+``decay = 0`` disables the EMA (README.md, "Configuration"): no shadow is kept, ``update`` and ``copy_to`` do nothing and
 ``swapped_in`` yields the live weights unchanged, so evaluation "with EMA" is evaluation of the live weights.
 """
 

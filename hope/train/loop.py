@@ -16,7 +16,7 @@ where the run of bad steps reached the limit, at the next read point: the steps 
 if non-finite) but nothing of them is saved, since every evaluation and checkpoint is a read point. The one
 per-step host read left: an optimiser whose state is not all device tensors reads the skip flag (the first
 step of each optimiser, which creates its state; M3, whose step count is a Python int). `tests/test_train.py`
-(`test_no_host_read_between_log_steps`) pins this. Nested level stepping (architecture.md §3): the slow CMS level's parameters live in their own
+(`test_no_host_read_between_log_steps`) pins this. Nested level stepping (architecture.md, "Slow level"): the slow CMS level's parameters live in their own
 optimiser that steps only every `update_frequencies.optimizer_step` steps on the average of the gradients of the
 steps in between (kept in an accumulator that the checkpoint carries); the fast levels (SMT, bank, fast CMS) learn
 in context inside `forward`.

@@ -1,4 +1,4 @@
-"""Meta-learning outer loop (architecture.md §6): learn the fast memories' starting point and write rates.
+"""Meta-learning outer loop (architecture.md, "Meta-parameters"): learn the fast memories' starting point and write rates.
 
 Every `meta.outer_frequency` optimiser steps the training loop calls `MetaLearner.round(step)`, which runs
 `meta.outer_steps` meta-updates. One meta-update:
@@ -48,7 +48,7 @@ from hope.data.corpus import Corpus
 from hope.errors import HopeError
 from hope.runtime import autocast
 
-# Parameter-name suffixes of the meta-parameters (architecture.md §6).
+# Parameter-name suffixes of the meta-parameters (architecture.md, "Meta-parameters").
 META_PARAM_SUFFIXES = ("smt.prior_w", "smt.prior_w1", "smt.prior_w2", "smt.gates.bias", "smt.kv_rate_logit",
                        "cms.prior_w1", "cms.prior_w2", "cms.eta_logit")
 GAIN_KEYS = ("meta_query_loss_init", "meta_query_loss_adapted", "meta_gain")

@@ -1,6 +1,6 @@
 """The outer optimiser: AdamW, SGD, Muon (+ AdamW) and the paper's M3, built from named parameters.
 
-`optimizer_type` (architecture.md §5), with `base_momentum` as the first-moment coefficient of each:
+`optimizer_type` (README.md, "Configuration"), with `base_momentum` as the first-moment coefficient of each:
 
 - ``"adamw"``: AdamW, ``betas = (base_momentum, beta2)``.
 - ``"sgd"``:   SGD with momentum ``base_momentum``, Nesterov off.
@@ -282,7 +282,7 @@ class CombinedOptimizer(Optimizer):
 
 
 # The memories' meta-learned initial states (priors) and their gates are never decayed: weight decay would pull
-# every prior towards zero and every gate towards sigmoid(0), the collapse architecture.md §3b describes.
+# every prior towards zero and every gate towards sigmoid(0) (architecture.md, "No weight decay").
 NO_DECAY_MARKERS = ("prior_", "gates.", "write_score.", "rate_logit")
 
 

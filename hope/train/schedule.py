@@ -36,7 +36,7 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_lr
 def ramp(step: int, start: float, end: float, warmup_steps: int) -> float:
     """Linear ramp from ``start`` at step 0 to ``end`` at ``step >= warmup_steps``, then flat.
 
-    Schedules ``surprise_scale`` and the ``mem_write`` gate (architecture.md §5); ``warmup_steps = 0`` gives
+    Schedules ``surprise_scale`` and the ``mem_write`` gate (README.md, "Configuration"); ``warmup_steps = 0`` gives
     ``end`` from step 0. Same values as ``hope.config.Schedule.at``.
     """
     if warmup_steps < 0:
