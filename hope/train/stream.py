@@ -9,7 +9,9 @@ forward call per micro-batch is the whole truncated window.
 
 For exact resume the checkpoint's "stream" entry holds, for every rank (gathered to rank 0) and every slot, the
 stream's cycle, its offsets and the carried state as plain leaves (hope.models.state); the streams themselves are
-rebuilt from the seed.
+rebuilt from the seed. On a collection of documents the schedule draws streams inside documents only
+(hope.data.stream), so a carried state never reads into the next document and `fresh` (a None state) marks both a
+reset and a new document; nothing here changes.
 """
 
 from __future__ import annotations
