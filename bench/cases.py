@@ -17,7 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from hope import models
 from bench.measure import current_rss_mib, interleaved, peak_rss_mib, run_worker, state_bytes, sync
 from hope.config import Config, config_from_dict, config_to_dict, validate
-from hope.generate import sample
+from hope.sampling import sample
 from hope.layers.smt import SelfModifyingMemory
 from hope.models import build_model, count_params, matched_baseline_config
 from hope.ops.memory import box_apply, memory_chunked, memory_reference
@@ -228,7 +228,7 @@ def ops_case(hope_cfg: Config, seq_len: int, generation: bool = False) -> dict[s
 
 
 def worker_generate(spec: dict[str, Any]) -> dict[str, Any]:
-    """Generate max(marks) bytes with the carried-state loop of `hope.generate` (one single-token forward per
+    """Generate max(marks) bytes with the carried-state loop of `hope.sampling` (one single-token forward per
     byte) and record, at every mark, the time per token since the previous mark, the process's peak and
     current resident memory, and the bytes held by the carried state."""
     cfg, device = config_from_dict(spec["config"]), torch.device(spec["device"])

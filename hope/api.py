@@ -8,17 +8,16 @@
 
 Imports are deferred to the first call, so `import hope` (and every command's --help) stays fast.
 
-`hope.train` and `hope.generate` are also the names of a package and a module; `callable_module` makes those
-callable as the functions, so `from hope import train` gives something that trains whether or not the package
-was imported first.
+`hope.train` is also the name of a package: importing one of its modules binds `hope.train` to the package, which
+is therefore callable as `train` (hope/train/__init__.py), so `from hope import train` gives something that trains
+whether or not the package was imported first. Sampling lives in `hope.sampling`, so `hope.generate` is always
+the function below.
 """
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the heavy imports, for the type hints only
     import torch
@@ -68,31 +67,13 @@ def generate(model: "torch.nn.Module", prompt: str | bytes = "", max_new_tokens:
              temperature: float = 1.0, top_k: int | None = None, seed: int | None = None) -> str:
     """`prompt` followed by `max_new_tokens` sampled bytes, decoded as UTF-8 (invalid bytes become U+FFFD).
     `temperature` 0 is greedy; `seed` makes sampling reproducible."""
-    from hope.generate import generate_bytes
+    from hope.sampling import generate_bytes
 
     data = prompt.encode("utf-8") if isinstance(prompt, str) else bytes(prompt)
     device = next(model.parameters()).device
     new = bytes(generate_bytes(model, data, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
                                device=device))
     return (data + new).decode("utf-8", errors="replace")
-
-
-class _CallableModule(types.ModuleType):
-    """A module that is also a function: calling it calls `__api__`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.__api__(*args, **kwargs)
-
-
-def callable_module(name: str, func: Callable[..., Any]) -> None:
-    """Make the module `name` callable as `func` (with `func`'s docstring and signature for help())."""
-    import inspect
-
-    module = sys.modules[name]
-    module.__class__ = _CallableModule
-    module.__api__ = func
-    module.__signature__ = inspect.signature(func)
-    module.__doc__ = f"{func.__doc__}\n\n(module {name}: {module.__doc__ or ''})"
 
 
 __all__ = ["load_config", "build_model", "train", "load_model", "generate"]

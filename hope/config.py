@@ -20,6 +20,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from hope.errors import HopeError
+from hope.mqar_layout import MAX_PAIRS, row_length
 
 MODEL_TYPES = ("hope", "baseline")
 OPTIMIZER_TYPES = ("adamw", "sgd", "muon", "m3")
@@ -460,8 +461,6 @@ def _validate_distributed(cfg: Config) -> None:
 
 def _validate_mqar(cfg: Config) -> None:
     """recall_task / recall_pairs / recall_gap_min / recall_gap_max / loss_on / recall_answers."""
-    from hope.data.mqar import MAX_PAIRS, row_length
-
     if cfg.recall_task not in RECALL_TASKS:
         raise ConfigError(f"recall_task must be one of {', '.join(RECALL_TASKS)}, got '{cfg.recall_task}'")
     if cfg.loss_on not in LOSS_ON:

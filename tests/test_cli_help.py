@@ -104,7 +104,7 @@ def _library_calls() -> dict[str, list]:
     from hope.eval.binned import binned_rows
     from hope.eval.lm import evaluate_lm
     from hope.eval.long import track_long
-    from hope.generate import generate_bytes
+    from hope.sampling import generate_bytes
     from hope.runtime import autocast
 
     return {"eval": [evaluate_lm], "eval_long": [track_long], "track_long": [track_long],
@@ -198,7 +198,7 @@ def test_infer_generates_under_autocast(monkeypatch, capsys):
         yield ord("x")
 
     monkeypatch.setattr("hope.checkpoint.load_model", lambda path, device: (None, None, None))
-    monkeypatch.setattr("hope.generate.generate_bytes", fake_generate)
+    monkeypatch.setattr("hope.sampling.generate_bytes", fake_generate)
     assert infer.main(["--device", "cpu", "--prompt", "a", "--max_new_tokens", "1", "--amp", "bf16"]) == 0
     assert seen.pop() == (True, torch.bfloat16) and capsys.readouterr().out == "ax\n"
     assert infer.main(["--device", "cpu", "--prompt", "a", "--max_new_tokens", "1"]) == 0

@@ -29,7 +29,7 @@ from hope.cli import train as train_cli
 from hope.config import config_to_dict, load_config
 from hope.data.corpus import load_corpus, synthetic_corpus
 from hope.eval.lm import evaluate_lm
-from hope.generate import stream_logits
+from hope.sampling import stream_logits
 from hope.models import build_model
 
 TINY_FLAGS = ["--seq_len", "32", "--batch_size", "2", "--steps", "2", "--device", "cpu",

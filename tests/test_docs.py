@@ -122,7 +122,8 @@ def dangling_references() -> list[str]:
                     continue
             elif any(paper in text[max(0, mark.start() - 40):mark.start()] for paper in PAPERS):
                 continue
-            bad.append(f"{where}: a section mark that names no project document: {text[mark.start() - 40:mark.end() + 10]!r}")
+            context = text[max(0, mark.start() - 40):mark.end() + 10]
+            bad.append(f"{where}: a section mark that names no project document: {context!r}")
         for number in re.finditer(r"\binvariants? \d+", text):
             bad.append(f"{where}: {number.group(0)!r}: docs/architecture.md's invariants are not numbered "
                        "(cite \"Invariants under test\")")

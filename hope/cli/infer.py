@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from hope.checkpoint import load_model
         from hope.errors import HopeError
-        from hope.generate import generate_bytes
+        from hope.sampling import generate_bytes
         from hope.runtime import autocast, resolve_device
 
         if args.max_new_tokens < 0:

@@ -5,7 +5,7 @@
 
 P pairs of a single-byte key and a single-byte value are written, then after a filler gap the same P keys are
 asked again in a shuffled order, each followed by its value. Keys, values and filler come from three disjoint
-byte ranges (fixed constants below), so a value byte can only be predicted by looking its key up:
+byte ranges (fixed constants, `hope.mqar_layout`), so a value byte can only be predicted by looking its key up:
 
     KEYS    0x80-0xBF (64 bytes)     VALUES  0xC0-0xFF (64 bytes)     FILLER  0x40-0x7F (64 bytes, random)
 
@@ -36,11 +36,9 @@ from dataclasses import dataclass
 
 import torch
 
+from hope.mqar_layout import FILLER, KEYS, MAX_PAIRS, VALUES, row_length  # the layout's one home
+
 IGNORE = -100  # the target F.cross_entropy skips by default (ignore_index)
-KEYS = range(0x80, 0xC0)
-VALUES = range(0xC0, 0x100)
-FILLER = range(0x40, 0x80)
-MAX_PAIRS = min(len(KEYS), len(VALUES))  # keys and values are distinct within a row
 
 
 def chance_level() -> float:
@@ -62,11 +60,6 @@ def elimination_by_order(pairs: int) -> list[float]:
 def elimination_level(pairs: int) -> float:
     """That model's accuracy over a row: the mean of `elimination_by_order`, the harmonic number H_P over P."""
     return sum(elimination_by_order(pairs)) / pairs
-
-
-def row_length(pairs: int, gap: int) -> int:
-    """Bytes of a row with `pairs` pairs and a `gap`-byte filler gap, without padding."""
-    return 4 * pairs + gap
 
 
 def check_pairs(pairs: int) -> None:
