@@ -470,8 +470,8 @@ def _setup(cfg: Config, device: torch.device, info: DistInfo, *, corpus: Corpus 
     # M3's slow momentum period is the slow level's period: one name per concept (update_frequencies.optimizer_step)
     opt_args = dict(lr=cfg.lr, base_momentum=cfg.base_momentum, weight_decay=cfg.weight_decay, beta2=cfg.beta2,
                     m3_frequency=cfg.update_frequencies.optimizer_step)
-    # Fused AdamW skips a non-finite step inside its kernel (`_masked_step`); FSDP's DTensor shards keep foreach.
-    opt_args["fused"] = not sharded and device.type in ("cpu", "cuda")
+    # Fused AdamW skips a non-finite step inside its kernel (`_masked_step`), on FSDP's DTensor shards too.
+    opt_args["fused"] = device.type in ("cpu", "cuda")
     optimizer = build_optimizer(main_named, cfg.optimizer_type, **opt_args)
     slow_optimizer = build_optimizer(slow_named, cfg.optimizer_type, **opt_args) if slow_named else None
     use_scaler = cfg.amp and cfg.amp_dtype == "fp16"  # fp16's range needs loss scaling on any device
@@ -582,7 +582,10 @@ def _batches(run: _Run, resume: str | Path | None = None) -> WindowBatches | Str
                             f"stream.bptt_segments * seq_len + 1 = {piece + 1}")
         schedule = StreamSchedule(run.corpus.train, cfg.batch_size, cfg.seq_len, cfg.stream.bptt_segments,
                                   cfg.stream.reset_bytes, cfg.seed, rank=run.info.rank,
-                                  recall_fraction=cfg.recall_fraction, recall_episodes=cfg.recall_episodes)
+                                  recall_fraction=cfg.recall_fraction, recall_episodes=cfg.recall_episodes,
+                                  documents=run.corpus.train_docs)
+        if schedule.note and run.log:
+            print(schedule.note, file=sys.stderr, flush=True)
         batches = StreamBatches(schedule, accum, run.info.rank, run.info.world_size)
         if run.saved_streams:
             try:
