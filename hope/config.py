@@ -64,8 +64,8 @@ class Schedule:
 
 @dataclass
 class UpdateFrequencies:
-    mem_write: int = 16  # tokens per SMT memory write (chunk size C; 1 = exact per-token rule)
-    error_update: int = 32  # tokens per in-context update of the fast CMS level
+    mem_write: int = 64  # tokens per SMT chunk (keys/targets refresh, bank commit); measured: docs/performance.md
+    error_update: int = 32  # cms_objective: task: tokens per in-context step of the fast CMS level
     optimizer_step: int = 4  # optimiser steps per update of the slow CMS level
 
 
@@ -112,7 +112,7 @@ class Config:
     memory_capacity: int = 64
     top_k: int = 4
     bank_input: str = "context"
-    bank_writes: int = 8
+    bank_writes: int = 32  # write candidates per chunk: half its bytes, as 8 of 16 before the chunk was 64
     bank_aging: float = 0.9995
     error_decay: float = 0.9
     surprise_scale: Schedule = field(default_factory=lambda: Schedule(1.0, 1.0, 0))

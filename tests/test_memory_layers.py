@@ -139,13 +139,14 @@ def test_default_bank_stores_every_pair_of_a_sixteen_pair_row():
     with torch.no_grad():
         bank.write_score.weight.zero_()
         bank.write_score.bias.zero_()  # strength = sigmoid(surprise): the values' ~0.99, the keys' ~0.01
-    pairs = 16
-    x = torch.randn(1, 2 * pairs, Config().dim)
-    surprise = torch.full((1, 2 * pairs), -5.0)
-    surprise[0, 1::2] = 5.0  # every value byte
+    pairs, chunk = 16, Config().update_frequencies.mem_write
+    assert chunk >= 2 * pairs  # the write half fits one chunk; filler (unsurprising) completes it, so it commits
+    x = torch.randn(1, chunk, Config().dim)
+    surprise = torch.full((1, chunk), -5.0)
+    surprise[0, 1:2 * pairs:2] = 5.0  # every value byte
     with torch.no_grad():
         _, state = bank(x, surprise, bank.init_state(1, torch.device("cpu")), 0, 1.0, 1.0)
-        written = bank.value(x[0, 1::2])  # (16, C) V(x_t) of every value byte
+        written = bank.value(x[0, 1:2 * pairs:2])  # (16, C) V(x_t) of every value byte
     kept = state.values[0][state.strength[0] > 0.5]  # the strong slots
     assert kept.shape[0] == pairs
     assert torch.cdist(written, kept).min(dim=1).values.max() < 1e-5  # each value is in a slot

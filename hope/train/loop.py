@@ -558,7 +558,12 @@ def _wrap(run: _Run, cfg: Config, info: DistInfo, device: torch.device) -> torch
     if cfg.compile:
         run_model = compile_model(run_model)
     if info.enabled and not run.sharded:
-        run_model = DistributedDataParallel(run_model, device_ids=[device.index] if device.type == "cuda" else None)
+        # A segment shorter than a memory chunk commits none: the bank's write path then gets no gradient in that
+        # step, which DDP refuses unless told to look for unused parameters (a graph walk per step: only then).
+        piece = cfg.seq_len * (cfg.stream.bptt_segments if cfg.stream.use else 1)
+        unused = cfg.model_type == "hope" and piece < cfg.update_frequencies.mem_write
+        run_model = DistributedDataParallel(run_model, device_ids=[device.index] if device.type == "cuda" else None,
+                                            find_unused_parameters=unused)
     return run_model
 
 
