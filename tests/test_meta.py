@@ -14,7 +14,7 @@ from hope.config import Config, Meta, UpdateFrequencies, validate
 from hope.data.corpus import Corpus, synthetic_corpus
 from hope.errors import HopeError
 from hope.models import build_model
-from hope.train.meta import (GAIN_KEYS, META_PARAM_SUFFIXES, MetaLearner, adaptation_gain, hold_out_meta, meta_loss,
+from hope.train.meta import (GAIN_KEYS, MetaLearner, adaptation_gain, hold_out_meta, meta_loss,
                              meta_parameters, sample_meta_pairs)
 
 
@@ -68,8 +68,9 @@ def test_round_changes_meta_parameters_and_nothing_else():
     corpus = hold_out_meta(Corpus.from_bytes(synthetic_corpus(20_000), "synthetic"), cfg.meta.split)
     learner = MetaLearner(model, cfg, corpus, "cpu")
     meta_names = {n for n, _ in meta_parameters(model)}
-    mlp_only = ("smt.prior_w1", "smt.prior_w2")  # the priors of memory_kind: mlp; the default is linear
-    assert meta_names == {f"blocks.0.{s}" for s in META_PARAM_SUFFIXES if s not in mlp_only}
+    # the memories' initial states and rates (the SMT's linear prior, gate biases, k/v rates; the CMS fast level's)
+    assert meta_names == {f"blocks.0.{s}" for s in ("smt.prior_w", "smt.gates.bias", "smt.kv_rate_logit",
+                                                    "cms.prior_w1", "cms.prior_w2", "cms.eta_logit")}
     # Gradients the training loop may hold at this point (e.g. the slow CMS level's accumulation) must survive.
     torch.manual_seed(1)
     for p in model.parameters():

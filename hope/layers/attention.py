@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hope.layers.roles import RESIDUAL_OUT
 from hope.ops.attention import sliding_window_attention
 
 
@@ -33,6 +34,8 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class SlidingWindowAttention(nn.Module):
+    PARAM_ROLES = {"proj.weight": (RESIDUAL_OUT,)}  # the residual branch's output (roles.py)
+
     def __init__(self, dim: int, num_heads: int, window: int, dropout: float = 0.0):
         super().__init__()
         self.num_heads, self.head_dim, self.window = num_heads, dim // num_heads, window

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hope.layers.chunking import state_dtype
+from hope.layers.roles import META, NO_DECAY, SLOW
 from hope.layers.mlp import MLP
 from hope.ops.memory import box_apply, delta_rule_chunked, features, unit_write
 
@@ -52,6 +53,11 @@ class CMSState(NamedTuple):
 
 
 class ContinuumMemory(nn.Module):
+    # The fast level's prior and rate are meta-parameters (priors not decayed); the slow level steps on its own
+    # schedule (roles.py).
+    PARAM_ROLES = {"prior_w1": (META, NO_DECAY), "prior_w2": (META, NO_DECAY), "eta_logit": (META,),
+                   "slow.up.weight": (SLOW,), "slow.down.weight": (SLOW,)}
+
     def __init__(self, dim: int, hidden: int, chunk: int, kind: str = "chain", objective: str = "surrogate"):
         super().__init__()
         self.kind, self.chunk, self.objective = kind, chunk, objective

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from hope.layers.chunking import state_dtype
+from hope.layers.roles import NO_DECAY, OWN_INIT
 from hope.ops.memory import chunk_pieces
 from hope.ops.norm import unit
 
@@ -44,6 +45,9 @@ class BankState(NamedTuple):
 
 
 class EpisodicBank(nn.Module):
+    # The write gate is not decayed (decay would pull it to sigmoid(0)); the output starts at 0 (roles.py).
+    PARAM_ROLES = {"write_score.weight": (NO_DECAY,), "write_score.bias": (NO_DECAY,), "out.weight": (OWN_INIT,)}
+
     def __init__(self, dim: int, capacity: int, top_k: int, chunk: int, writes_per_chunk: int, aging: float = 1.0):
         super().__init__()
         self.capacity, self.top_k, self.chunk, self.writes = capacity, top_k, chunk, min(writes_per_chunk, chunk)
@@ -56,7 +60,6 @@ class EpisodicBank(nn.Module):
         self.null_logit = nn.Parameter(torch.tensor(0.0))
         self.out = nn.Linear(dim, dim, bias=False)
         nn.init.zeros_(self.out.weight)  # the bank starts silent and earns its contribution
-        self.out.zero_init = True
         self._compiled_commit = None  # set by compile_step()
 
     def init_state(self, batch: int, device: torch.device) -> BankState:

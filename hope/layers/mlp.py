@@ -6,8 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hope.layers.roles import RESIDUAL_OUT
+
 
 class SwiGLU(nn.Module):
+    PARAM_ROLES = {"down.weight": (RESIDUAL_OUT,)}  # the residual branch's output (roles.py)
+
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.gate_up = nn.Linear(dim, 2 * hidden, bias=False)
@@ -19,6 +23,8 @@ class SwiGLU(nn.Module):
 
 
 class MLP(nn.Module):
+    PARAM_ROLES = {"down.weight": (RESIDUAL_OUT,)}  # the residual branch's output (roles.py)
+
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.up = nn.Linear(dim, hidden, bias=False)

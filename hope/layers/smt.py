@@ -43,6 +43,7 @@ import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from hope.layers.chunking import state_dtype
+from hope.layers.roles import META, NO_DECAY, OWN_INIT, RESIDUAL_OUT
 from hope.ops.memory import (KINDS, ChunkPlan, box_apply, chunk_pieces, commit_chunk, features, read_chunk,
                               segment_products, write_chunk, write_inputs)
 
@@ -79,6 +80,12 @@ class SMTState(NamedTuple):
 
 
 class SelfModifyingMemory(nn.Module):
+    # The priors and gates are meta-parameters without weight decay; W_q and the gates keep the init set below (the
+    # model's default init would undo it); the read's output projection is a residual branch's (roles.py).
+    PARAM_ROLES = {"prior_w": (META, NO_DECAY), "prior_w1": (META, NO_DECAY), "prior_w2": (META, NO_DECAY),
+                   "gates.weight": (NO_DECAY, OWN_INIT), "gates.bias": (META, NO_DECAY, OWN_INIT),
+                   "kv_rate_logit": (META, NO_DECAY), "q_proj.weight": (OWN_INIT,), "proj.weight": (RESIDUAL_OUT,)}
+
     def __init__(self, dim: int, num_heads: int, hidden_mult: float, chunk: int, *, kind: str = "linear",
                  self_modifying: bool = True, error_decay: float = 0.9):
         super().__init__()
@@ -90,7 +97,6 @@ class SelfModifyingMemory(nn.Module):
         d, H, n = self.head_dim, num_heads, self.boxes
         self.conv = nn.Conv1d(dim, dim, kernel_size=4, groups=dim)  # causal depthwise conv, window 4 (left cache)
         self.q_proj = nn.Linear(dim, dim, bias=False)
-        self.q_proj.zero_init = True  # keep the aligned init below (the shell's normal init would undo it)
         # Learned input projections of keys and values (the boxes, if any, sit on top): with the boxes alone as the
         # maps, per head, the self-modifying model trailed plain Titans by 0.13 nats after 150 steps of
         # configs/quick.yaml (0.951 vs 0.824); with them, see docs/architecture.md.
@@ -110,7 +116,6 @@ class SelfModifyingMemory(nn.Module):
             self.prior_w2 = nn.Parameter(torch.randn(n, H, h, d) / math.sqrt(d))  # (boxes, H, h, d)
         # Data-dependent gates per head: eta (inner rate) and alpha (retention).
         self.gates = nn.Linear(dim, 2 * H)
-        self.gates.zero_init = True  # keep the gate init below (the shell's normal init would undo it)
         with torch.no_grad():
             nn.init.normal_(self.gates.weight, std=0.002)
             self.gates.bias.view(2, H)[0].fill_(0.0)  # eta = sigmoid(0) = 0.5

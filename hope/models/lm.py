@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hope.config import Config
+from hope.layers.roles import OWN_INIT, RESIDUAL_OUT, parameter_roles
 from hope.models.baseline import TransformerBlock
 from hope.models.hope import HopeBlock
 from hope.tokenizer import VOCAB_SIZE
@@ -49,10 +50,7 @@ class LanguageModel(nn.Module):
         self.norm = nn.RMSNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, VOCAB_SIZE, bias=False)
         self.head.weight = self.embed.weight  # tied byte embeddings
-        self.apply(self._init_weights)
-        for name, p in self.named_parameters():  # GPT-2 style scaled init of residual output projections
-            if name.endswith(("attn.proj.weight", "smt.proj.weight", "mlp.down.weight", "slow.down.weight")):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.depth))
+        self._init_weights(parameter_roles(self))
         # Schedules set by the training loop every step (architecture.md, "Execution on accelerators"); evaluation uses their final values.
         # 0-dim tensors on the model's device, updated in place: the forward reads no host number (no host-to-device
         # copy per call, nothing for torch.compile to guard on as they ramp). Not persistent: they belong to the run
@@ -60,14 +58,22 @@ class LanguageModel(nn.Module):
         self.register_buffer("_mem_gate", torch.tensor(float(cfg.mem_write.end)), persistent=False)
         self.register_buffer("_surprise_scale", torch.tensor(float(cfg.surprise_scale.end)), persistent=False)
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if getattr(module, "zero_init", False):
-            return  # deliberately silent at init (e.g. the episodic bank's output)
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
+    def _init_weights(self, roles: dict[str, frozenset[str]]) -> None:
+        """nanoGPT's init: linear and embedding weights N(0, 0.02), biases 0, except parameters their layer
+        initialises itself (role `own_init`); residual output projections N(0, 0.02 / sqrt(2 depth)) (GPT-2)."""
+        names = {id(m): n for n, m in self.named_modules()}
+
+        def init(module: nn.Module) -> None:
+            if not isinstance(module, (nn.Linear, nn.Embedding)):
+                return
+            for local, p in module.named_parameters(recurse=False):
+                if OWN_INIT not in roles.get(f"{names[id(module)]}.{local}", ()):
+                    nn.init.normal_(p, mean=0.0, std=0.02) if local == "weight" else nn.init.zeros_(p)
+
+        self.apply(init)  # children first, as nn.Module.apply goes: the tied head's init is the embedding's
+        for name, p in self.named_parameters():
+            if RESIDUAL_OUT in roles.get(name, ()):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.cfg.depth))
 
     def num_params(self) -> int:
         """Parameters counted once (the tied head is the embedding)."""

@@ -70,6 +70,7 @@ from hope.data.mqar import MQARSpec
 from hope.data.stream import StreamSchedule
 from hope.errors import HopeError
 from hope.eval.lm import evaluate_lm, summarize, token_sums
+from hope.layers.roles import NO_DECAY, SLOW, parameter_roles, with_role
 from hope.models import build_model, compile_model
 from hope.runs import (MetricsLog, RunFiles, absolute_data, check_writable, metrics_log_path, open_tensorboard,
                        refuse_overwrite, require_tensorboard, write_run_config)
@@ -81,7 +82,6 @@ from hope.train.sharding import (average_gradients, full_model_state, full_value
                                  local, shard_like, shard_model, shard_optimizer_state)
 from hope.train.stream import StreamBatches, WindowBatches
 
-SLOW_LEVEL = ".cms.slow."  # parameter-name marker of the slow CMS level
 
 
 class TrainingInterrupted(HopeError):
@@ -118,7 +118,7 @@ def split_slow_params(model: torch.nn.Module, cfg: Config) -> tuple[list, list]:
     named = list(model.named_parameters())
     if cfg.model_type != "hope" or cfg.cms != "chain" or cfg.update_frequencies.optimizer_step <= 1:
         return named, []
-    slow = [(n, p) for n, p in named if SLOW_LEVEL in f".{n}"]
+    slow = with_role(model, SLOW)  # the layers say which (hope.layers.roles)
     slow_ids = {id(p) for _, p in slow}
     return [(n, p) for n, p in named if id(p) not in slow_ids], slow
 
@@ -469,7 +469,8 @@ def _setup(cfg: Config, device: torch.device, info: DistInfo, *, corpus: Corpus 
     main_named, slow_named = split_slow_params(model, cfg)
     # M3's slow momentum period is the slow level's period: one name per concept (update_frequencies.optimizer_step)
     opt_args = dict(lr=cfg.lr, base_momentum=cfg.base_momentum, weight_decay=cfg.weight_decay, beta2=cfg.beta2,
-                    m3_frequency=cfg.update_frequencies.optimizer_step)
+                    m3_frequency=cfg.update_frequencies.optimizer_step,
+                    no_decay={n for n, r in parameter_roles(model).items() if NO_DECAY in r})
     # Fused AdamW skips a non-finite step inside its kernel (`_masked_step`), on FSDP's DTensor shards too.
     opt_args["fused"] = device.type in ("cpu", "cuda")
     optimizer = build_optimizer(main_named, cfg.optimizer_type, **opt_args)

@@ -10,7 +10,8 @@ Every `meta.outer_frequency` optimiser steps the training loop calls `MetaLearne
     L_adapted       = loss on the query read from that adapted state
     meta-parameters <- Adam(meta.lr) step on dL_adapted/dtheta_meta, backpropagated THROUGH the writes
 
-The meta-parameters are exactly `META_PARAM_SUFFIXES`: the memories' initial states (the priors `smt.prior_w`
+The meta-parameters are exactly those whose layers declare the `meta` role (`hope.layers.roles`): the memories'
+initial states (the priors `smt.prior_w`
 of a linear memory or `smt.prior_w1/2` of an mlp one, `cms.prior_w1/2`), the SMT gate biases (`smt.gates.bias`:
 eta = inner learning rate, alpha = retention), the k/v boxes' relative rates (`smt.kv_rate_logit`) and the fast CMS level's inner learning-rate scale (`cms.eta_logit`). The training loop's
 optimiser also holds them; the meta-step changes only them and leaves every `.grad` in the model as it found
@@ -46,11 +47,9 @@ import torch.nn.functional as F
 from hope.config import Config
 from hope.data.corpus import Corpus
 from hope.errors import HopeError
+from hope.layers.roles import META, with_role
 from hope.runtime import autocast
 
-# Parameter-name suffixes of the meta-parameters (architecture.md, "Meta-parameters").
-META_PARAM_SUFFIXES = ("smt.prior_w", "smt.prior_w1", "smt.prior_w2", "smt.gates.bias", "smt.kv_rate_logit",
-                       "cms.prior_w1", "cms.prior_w2", "cms.eta_logit")
 GAIN_KEYS = ("meta_query_loss_init", "meta_query_loss_adapted", "meta_gain")
 
 
@@ -121,8 +120,8 @@ def check_meta_supported(cfg: Config) -> None:
 
 
 def meta_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
-    """The named meta-parameters of `model` (see META_PARAM_SUFFIXES)."""
-    named = [(n, p) for n, p in model.named_parameters() if n.endswith(META_PARAM_SUFFIXES)]
+    """The named meta-parameters of `model`: those with the `meta` role (architecture.md, "Meta-parameters")."""
+    named = with_role(model, META)
     if not named:
         raise HopeError("this model has no meta-parameters (memory initial states, gate biases, inner-lr scales)")
     return named

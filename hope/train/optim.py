@@ -24,7 +24,7 @@ matches AdamW's, so one ``lr`` and one ``weight_decay`` serve both halves and ev
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -281,22 +281,20 @@ class CombinedOptimizer(Optimizer):
             opt.load_state_dict(sd)
 
 
-# The memories' meta-learned initial states (priors) and their gates are never decayed: weight decay would pull
-# every prior towards zero and every gate towards sigmoid(0) (architecture.md, "No weight decay").
-NO_DECAY_MARKERS = ("prior_", "gates.", "write_score.", "rate_logit")
+def decays(name: str, p: Tensor, no_decay: Collection[str] = ()) -> bool:
+    """Whether weight decay applies: nanoGPT's split (tensors with ndim >= 2) minus the names in `no_decay` (the
+    parameters whose layers declare the `no_decay` role, `hope.layers.roles`: the memories' priors and gates, which
+    decay would pull towards zero and sigmoid(0); architecture.md, "No weight decay")."""
+    return p.ndim >= 2 and name not in no_decay
 
 
-def decays(name: str, p: Tensor) -> bool:
-    """Whether weight decay applies: nanoGPT's split (tensors with ndim >= 2) minus the memory priors and gates."""
-    return p.ndim >= 2 and not any(marker in name for marker in NO_DECAY_MARKERS)
-
-
-def _decay_groups(named: list[tuple[str, Tensor]], weight_decay: float) -> list[dict[str, Any]]:
-    """Decay matrices and embeddings (:func:`decays`), not gains, biases, scalars, memory priors or gates."""
-    decay = [(n, p) for n, p in named if decays(n, p)]
-    no_decay = [(n, p) for n, p in named if not decays(n, p)]
-    groups = [dict(params=decay, weight_decay=weight_decay, lr_scale=1.0),
-              dict(params=no_decay, weight_decay=0.0, lr_scale=1.0)]
+def _decay_groups(named: list[tuple[str, Tensor]], weight_decay: float, no_decay: Collection[str] = ()
+                  ) -> list[dict[str, Any]]:
+    """Decay matrices and embeddings (:func:`decays`), not gains, biases, scalars or the names in `no_decay`."""
+    decayed = [(n, p) for n, p in named if decays(n, p, no_decay)]
+    kept = [(n, p) for n, p in named if not decays(n, p, no_decay)]
+    groups = [dict(params=decayed, weight_decay=weight_decay, lr_scale=1.0),
+              dict(params=kept, weight_decay=0.0, lr_scale=1.0)]
     return [g for g in groups if g["params"]]
 
 
@@ -308,7 +306,7 @@ M3_DEFAULT_BETA3 = 0.9
 def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], optimizer_type: str, lr: float,
                     base_momentum: float, weight_decay: float, *, beta2: float = 0.95, eps: float = 1e-8,
                     m3_frequency: int = 4, m3_alpha: float = 1.0, m3_variant: M3Variant = "paper",
-                    fused: bool = False) -> Optimizer:
+                    fused: bool = False, no_decay: Collection[str] = ()) -> Optimizer:
     """The outer optimiser for ``named_params`` (e.g. ``model.named_parameters()``; frozen ones are skipped).
 
     Args:
@@ -317,8 +315,8 @@ def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], optimizer_
         optimizer_type: one of :data:`OPTIMIZER_TYPES` (see the module docstring).
         lr: peak learning rate, the same for every group (``lr_scale`` 1.0); a schedule overwrites ``group["lr"]``.
         base_momentum: first-moment coefficient: AdamW beta1, SGD momentum, Muon momentum, M3 beta_1.
-        weight_decay: decoupled decay (L2 for SGD) on tensors with ``ndim >= 2`` except the memory priors and gates
-            (:data:`NO_DECAY_MARKERS`); 0 on the rest.
+        weight_decay: decoupled decay (L2 for SGD) on tensors with ``ndim >= 2`` except the names in `no_decay`;
+            0 on the rest.
         beta2: second-moment coefficient of AdamW (and of the AdamW half of "muon"/"m3") and M3's beta_2.
         eps: denominator epsilon of AdamW and M3.
         m3_frequency: M3's f, optimiser steps per slow-momentum write.
@@ -327,6 +325,8 @@ def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], optimizer_
         fused: AdamW (alone or as the other half) as one fused kernel per device and dtype (``fused=True``), whose
             ``found_inf`` input skips a step on the device: parameters, moments and step count unchanged, no host
             read (the training loop's non-finite guard uses it); needs the parameters on a CPU or CUDA device.
+        no_decay: parameter names kept out of weight decay although matrices (the training loop passes those with
+            the `no_decay` role, `hope.layers.roles`).
 
     Returns a ``torch.optim.Optimizer``: AdamW/SGD directly, a :class:`CombinedOptimizer` (matrix optimiser first,
     then AdamW; a half with no parameters is left out) for "muon"/"m3".
@@ -338,15 +338,15 @@ def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], optimizer_
         raise ValueError("build_optimizer: no trainable parameters")
 
     def adamw(params: list[tuple[str, Tensor]]) -> Optimizer:
-        return torch.optim.AdamW(_decay_groups(params, weight_decay), lr=lr, betas=(base_momentum, beta2), eps=eps,
+        return torch.optim.AdamW(_decay_groups(params, weight_decay, no_decay), lr=lr, betas=(base_momentum, beta2), eps=eps,
                                  fused=fused or None)
 
     if optimizer_type == "adamw":
         return adamw(named)
     if optimizer_type == "sgd":
-        return torch.optim.SGD(_decay_groups(named, weight_decay), lr=lr, momentum=base_momentum, nesterov=False)
+        return torch.optim.SGD(_decay_groups(named, weight_decay, no_decay), lr=lr, momentum=base_momentum, nesterov=False)
 
-    matrices = [(n, p) for n, p in named if p.ndim == 2 and decays(n, p) and not is_embedding_or_head(n)]
+    matrices = [(n, p) for n, p in named if p.ndim == 2 and decays(n, p, no_decay) and not is_embedding_or_head(n)]
     matrix_ids = {id(p) for _, p in matrices}
     rest = [(n, p) for n, p in named if id(p) not in matrix_ids]
     children: list[Optimizer] = []
