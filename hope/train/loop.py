@@ -40,6 +40,11 @@ Under torchrun the model is replicated with DDP, or with `distributed: fsdp` sha
 sums are DTensor shards, every rank runs the same number of forward calls (evaluation included: each call
 all-gathers), the checkpoint is gathered to the single-process format (resume loads it under DDP, FSDP or one
 process alike), and the returned model is a plain copy of the full weights.
+
+This module holds the run's orchestration (`train`, `_train`), its setup and one optimiser step; the concerns it
+calls live beside it: hope.train.guard (the device-side step guard: `guard_step`, `masked_step`, `BadSteps`),
+hope.train.levels (the nested levels' stepping), hope.train.resume (checkpoint payload, restore, RNG states) and
+hope.train.progress (stop signal, progress bar, host reads and metrics-log records).
 """
 
 from __future__ import annotations
@@ -47,9 +52,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import math
 import os
-import random
 import signal
 import sys
 import time
@@ -57,31 +60,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from hope.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, model_state, save_checkpoint
-from hope.config import Config, config_to_dict
+from hope.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from hope.config import Config
 from hope.data.corpus import Corpus, DataError, data_exists, load_corpus
 from hope.data.loader import make_loader
 from hope.data.mqar import MQARSpec
 from hope.data.stream import StreamSchedule
 from hope.errors import HopeError
-from hope.eval.lm import evaluate_lm, summarize, token_sums
-from hope.layers.roles import NO_DECAY, SLOW, parameter_roles, with_role
+from hope.eval.lm import evaluate_lm, token_sums
+from hope.layers.roles import NO_DECAY, parameter_roles
 from hope.models import build_model, compile_model
 from hope.runs import (MetricsLog, RunFiles, absolute_data, check_writable, metrics_log_path, open_tensorboard,
                        refuse_overwrite, require_tensorboard, write_run_config)
 from hope.runtime import DistInfo, autocast, init_distributed, resolve_device, seed_everything, shutdown_distributed
 from hope.train.ema import EMA
-from hope.train.optim import CombinedOptimizer, build_optimizer, set_lr
+from hope.train.guard import BadSteps as _BadSteps
+from hope.train.guard import device_resident as _device_resident
+from hope.train.guard import guard_step as _guard
+from hope.train.guard import masked_step as _masked_step
+from hope.train.levels import add_slow_gradients, split_slow_params
+from hope.train.levels import step_slow_level as _step_slow_level
+from hope.train.optim import build_optimizer, set_lr
+from hope.train.progress import Progress as _Progress
+from hope.train.progress import StopSignal as _StopSignal
+from hope.train.progress import Window as _Window
+from hope.train.progress import eval_record as _eval_record
+from hope.train.progress import log_step as _log_step
+from hope.train.progress import read_window as _read_window
+from hope.train.progress import write_record as _write_record
+from hope.train.resume import checkpoint_payload, restore
+from hope.train.resume import rng_state as _rng_state  # noqa: F401  (tests read it here)
+from hope.train.resume import set_rng_state as _set_rng_state
 from hope.train.schedule import lr_at
-from hope.train.sharding import (average_gradients, full_model_state, full_value, gather_full, load_full_model_state,
-                                 local, shard_like, shard_model, shard_optimizer_state)
+from hope.train.sharding import average_gradients, full_model_state, shard_model
 from hope.train.stream import StreamBatches, WindowBatches
 
+# The loop's concerns live in their own modules; their functions are imported here under the names the loop calls
+# (tests patch these names on this module): hope.train.guard (the device-side step guard), hope.train.levels (the
+# nested levels' stepping), hope.train.resume (checkpoint and resume), hope.train.progress (progress and logging).
 
 
 class TrainingInterrupted(HopeError):
@@ -111,135 +131,6 @@ class TrainResult:
 def metrics_path(cfg: Config) -> Path:
     """The run's metrics log: `<ckpt stem>.metrics.jsonl` next to the checkpoint `cfg.out`."""
     return metrics_log_path(cfg.out)
-
-
-def split_slow_params(model: torch.nn.Module, cfg: Config) -> tuple[list, list]:
-    """(fast/normal named params, slow-level named params); slow only with a CMS chain stepping every N > 1."""
-    named = list(model.named_parameters())
-    if cfg.model_type != "hope" or cfg.cms != "chain" or cfg.update_frequencies.optimizer_step <= 1:
-        return named, []
-    slow = with_role(model, SLOW)  # the layers say which (hope.layers.roles)
-    slow_ids = {id(p) for _, p in slow}
-    return [(n, p) for n, p in named if id(p) not in slow_ids], slow
-
-
-def _rng_state() -> dict[str, Any]:
-    """Every global RNG as tensors and primitives (so `torch.load(weights_only=True)` reads it)."""
-    py = random.getstate()
-    np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": list(py[1]), "python_gauss": py[2],
-             "numpy": torch.from_numpy(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2]),
-             "numpy_gauss": [int(np_state[3]), float(np_state[4])]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    """Restore `_rng_state`'s RNGs, from whatever device its tensors were loaded onto (RNG states are CPU byte
-    tensors to torch, CUDA's included)."""
-    torch.set_rng_state(state["torch"].cpu())
-    random.setstate((3, tuple(int(x) for x in state["python"]), state.get("python_gauss")))
-    has_gauss, cached = state.get("numpy_gauss", (0, 0.0))
-    np.random.set_state(("MT19937", state["numpy"].cpu().numpy().astype(np.uint32), int(state.get("numpy_pos", 624)),
-                         int(has_gauss), float(cached)))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-class _StopSignal:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each step (so the step finishes cleanly)."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopSignal":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is not None:  # second signal: give up immediately
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-class _Progress:
-    """tqdm bar on a terminal, plain periodic log lines otherwise (CI logs, files); both on stdout."""
-
-    KEYS = (("loss", "loss"), ("acc", "accuracy"), ("top5", "top5_acc"), ("top10", "top10_acc"), ("lr", "lr"),
-            ("tok/s", "tokens_per_s"))  # (shown as, record key)
-
-    def __init__(self, total: int, initial: int, enabled: bool):
-        self.bar = None
-        self.enabled = enabled
-        if enabled and sys.stdout.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, dynamic_ncols=True, desc="train", file=sys.stdout)
-
-    def message(self, text: str) -> None:
-        """A line of text that does not tear the bar."""
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stdout)
-        else:
-            print(text, flush=True)
-
-    def update(self, step: int, total: int, record: dict[str, float], log_line: bool) -> None:
-        if not self.enabled:
-            return
-        shown = {label: record[key] for label, key in self.KEYS if key in record}
-        if self.bar is not None:
-            self.bar.update(1)
-            if log_line:
-                self.bar.set_postfix({k: (f"{v:.3g}" if k != "tok/s" else f"{v:.0f}") for k, v in shown.items()})
-        elif log_line:
-            text = " ".join(f"{k} {v:.4g}" if k != "tok/s" else f"{k} {v:.0f}" for k, v in shown.items())
-            print(f"step {step}/{total} {text}", flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def _grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """Global gradient norm of `params`, clipping to `max_norm` when it is > 0."""
-    if max_norm > 0:  # FSDP: the norm of the sharded gradients, reduced across ranks (a replicated DTensor)
-        return full_value(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    grads = [p.grad for p in params if p.grad is not None]
-    return full_value(torch.nn.utils.get_total_norm(grads)) if grads else torch.zeros(())
-
-
-def _check_resumable(ckpt: dict[str, Any], stored: Config, model: torch.nn.Module, cfg: Config, path: Any) -> None:
-    """The checkpoint must hold the same model type with the same tensor shapes as the config builds."""
-    if stored.model_type != cfg.model_type:
-        raise CheckpointError(f"{path}: the checkpoint holds a {stored.model_type} model but the config asks for "
-                              f"{cfg.model_type}")
-    ours = {k: tuple(v.shape) for k, v in model_state(model).items()}
-    theirs = {k: tuple(getattr(v, "shape", ())) for k, v in ckpt["model"].items()}
-    if ours != theirs:
-        name = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))[0]
-        raise CheckpointError(f"{path}: the checkpoint's model has a different shape than the config ({name}: "
-                              f"checkpoint {theirs.get(name, 'absent')}, config {ours.get(name, 'absent')}); use the "
-                              f"checkpoint's dim/depth/num_heads/ff_mult/memory settings, or omit --config to "
-                              f"continue with its own")
-
-
-def _eval_record(step: int, split: str, tokens: int, lr: float, metrics: dict[str, float]) -> dict[str, Any]:
-    """A metrics-log record of an evaluation (`evaluate_lm`'s `tokens`, the count scored, is `eval_tokens`)."""
-    scores = {k: v for k, v in metrics.items() if k != "tokens"}
-    return {"step": step, "split": split, "tokens": tokens, "lr": lr, **scores, "eval_tokens": metrics.get("tokens")}
 
 
 def train(cfg: Config, *, resume: str | Path | None = None, corpus: Corpus | None = None,
@@ -495,23 +386,6 @@ def _setup(cfg: Config, device: torch.device, info: DistInfo, *, corpus: Corpus 
     return run
 
 
-def _device_resident(run: _Run) -> None:
-    """On CUDA, AdamW (alone or as the other half of muon/m3) keeps its step counter on the GPU (`capturable`),
-    so that a skipped step can be undone there (`_masked_step`) and bias correction reads no host number."""
-    if run.device.type != "cuda":
-        return
-    for opt in (run.optimizer, run.slow_optimizer):
-        if opt is None:
-            continue
-        for group in opt.param_groups:
-            if "capturable" in group:
-                group["capturable"] = True
-                for p in group["params"]:
-                    state = opt.state.get(p, {})
-                    if isinstance(state.get("step"), torch.Tensor):
-                        state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
-
-
 def _restore(run: _Run, resume: str | Path) -> None:
     """Load a checkpoint written by `_checkpoint` into `run` (weights, optimisers, slow level, scaler, EMA,
     meta-learner, step, RNG states)."""
@@ -519,37 +393,7 @@ def _restore(run: _Run, resume: str | Path) -> None:
     # Loaded on the host whatever the device: the RNG states must stay CPU tensors (`_set_rng_state`), and
     # load_state_dict copies weights, optimiser state and sums onto their parameters' devices.
     ckpt = load_checkpoint(resume, map_location="cpu")
-    _check_resumable(ckpt, checkpoint_config(ckpt, resume), run.model, run.cfg, resume)
-    try:
-        if run.sharded:
-            load_full_model_state(run.model, ckpt["model"])
-        else:
-            run.model.load_state_dict(ckpt["model"])
-        run.optimizer.load_state_dict(ckpt["optimizer"])
-        if run.slow_optimizer is not None:
-            if not ckpt.get("slow_optimizer"):
-                raise ValueError("it has no slow-level optimiser (was update_frequencies.optimizer_step 1?)")
-            run.slow_optimizer.load_state_dict(ckpt["slow_optimizer"])
-            for name, saved in (ckpt.get("slow_grads") or {}).items():
-                run.slow_grads[name].copy_(shard_like(saved, run.slow_grads[name]))
-            run.slow_count = torch.tensor(int(ckpt.get("slow_count") or 0), device=run.device)
-        for opt in (run.optimizer, run.slow_optimizer):
-            if opt is not None and run.sharded:
-                shard_optimizer_state(opt)
-        if run.use_scaler and ckpt.get("scaler"):
-            run.scaler.load_state_dict(ckpt["scaler"])
-        if run.ema.enabled and ckpt.get("ema"):
-            run.ema.load_state_dict(ckpt["ema"])
-        if run.meta is not None and ckpt.get("meta"):
-            run.meta.load_state_dict(ckpt["meta"])
-    except (ValueError, KeyError, RuntimeError, TypeError) as exc:
-        why = " ".join(str(exc).strip().splitlines()[:1])[:200]
-        raise CheckpointError(f"{resume}: cannot continue this checkpoint with this config (optimizer_type or "
-                              f"update_frequencies.optimizer_step changed?): {why}") from None
-    _device_resident(run)  # a checkpoint's optimiser groups say capturable=False: set it again
-    run.start_step = int(ckpt["step"])
-    run.saved_rng = ckpt.get("rng")
-    run.saved_streams = ckpt.get("stream")
+    restore(run, ckpt, resume)
 
 
 def _wrap(run: _Run, cfg: Config, info: DistInfo, device: torch.device) -> torch.nn.Module:
@@ -648,30 +492,6 @@ def _accumulate_gradients(run: _Run, step: int) -> tuple[torch.Tensor, torch.Ten
     return loss_sum, step_sums
 
 
-def _guard(run: _Run, loss: torch.Tensor, stop: _StopSignal) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
-    """Unscale and clip the gradients; decide, on the device, whether the step is finite, and whether to stop.
-
-    Returns (loss, grad norm, ok, stopping): `ok` is a 0-dim bool tensor (loss, global grad norm and the slow
-    level's gradients all finite) that `_apply_step` applies without reading it; `stopping` is a host bool (the
-    signal flag). Under torchrun the loss is the mean over ranks and `ok` is all ranks' (a device all-reduce,
-    not read); the stop flag is all-reduced over a CPU (gloo) group, so no rank reads a device value for it."""
-    run.scaler.unscale_(run.optimizer)
-    grad_norm = _grad_norm(run.main_params, run.cfg.grad_clip_norm)
-    ok = torch.isfinite(loss) & torch.isfinite(grad_norm.to(run.device))
-    slow_grads = [local(p.grad) for p in run.slow_params if p.grad is not None]  # FSDP: this rank's shards,
-    if slow_grads:  # and the all-reduce of `ok` below makes it every rank's
-        ok = ok & torch.stack([torch.isfinite(g).all() for g in slow_grads]).all()
-    stopping = stop.received is not None
-    if run.info.enabled:  # every rank must skip, stop and log alike
-        flags = torch.stack([loss, (~ok).double()])
-        dist.all_reduce(flags)
-        loss, ok = flags[0] / run.info.world_size, flags[1] == 0
-        stop_flag = torch.tensor([float(stopping)], dtype=torch.float64)
-        dist.all_reduce(stop_flag, group=run.control_group)
-        stopping = bool(stop_flag[0] > 0)  # a CPU tensor: no device sync
-    return loss, grad_norm, ok, stopping
-
-
 def _apply_step(run: _Run, step: int, ok: torch.Tensor) -> None:
     """The optimiser step (a no-op where `ok` is False), the slow level's gradient sum and its every-N-steps
     step, the scaler update and the EMA update; gradients are zeroed either way. Nothing here reads `ok` on the
@@ -680,11 +500,7 @@ def _apply_step(run: _Run, step: int, ok: torch.Tensor) -> None:
     # gradients' norm is finite), and `scaler.update` below still reads the flag `unscale_` recorded, on device.
     _masked_step(run.optimizer, ok)
     if run.slow_named:
-        inv_scale = run.scaler._get_scale_async().double().reciprocal() if run.use_scaler else 1.0
-        for n, p in run.slow_named:
-            if p.grad is not None:
-                run.slow_grads[n].add_(torch.where(ok, p.grad * inv_scale, 0.0).to(p.grad.dtype))
-        run.slow_count = run.slow_count + ok.to(torch.int64)
+        add_slow_gradients(run, ok)
     run.optimizer.zero_grad(set_to_none=True)
     if run.slow_optimizer is not None:
         run.slow_optimizer.zero_grad(set_to_none=True)
@@ -694,151 +510,7 @@ def _apply_step(run: _Run, step: int, ok: torch.Tensor) -> None:
     run.ema.update(run.model, ok)
 
 
-def _step_slow_level(run: _Run) -> None:
-    """The slow CMS level's step: the average of its period's finite gradients, clipped, skipped (on the device)
-    when the period had none; then a fresh period."""
-    count = torch.as_tensor(run.slow_count, device=run.device)
-    for n, p in run.slow_named:
-        p.grad = run.slow_grads[n] / count.clamp(min=1).to(run.slow_grads[n].dtype)
-    if run.cfg.grad_clip_norm > 0:
-        torch.nn.utils.clip_grad_norm_(run.slow_params, run.cfg.grad_clip_norm)
-    _masked_step(run.slow_optimizer, count > 0)
-    run.slow_optimizer.zero_grad(set_to_none=True)
-    for buf in run.slow_grads.values():
-        buf.zero_()
-    run.slow_count = torch.zeros((), dtype=torch.int64, device=run.device)
-
-
-def _device_state(optimizer: torch.optim.Optimizer, ok: torch.Tensor) -> list[torch.Tensor] | None:
-    """Every tensor `optimizer.step()` will change (parameters with a gradient and their state), or None when
-    the step cannot be undone on the device: state not created yet (the first step creates it), or state held
-    as host numbers or on another device (M3's Python step count; AdamW's CPU step counter on CUDA unless
-    `capturable`, which `_setup` turns on there)."""
-    tensors, states = [], optimizer.state  # one lookup: CombinedOptimizer.state merges its children's anew
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            state = states.get(p)
-            if not state:
-                return None
-            tensors.append(p)
-            for value in state.values():
-                if not isinstance(value, torch.Tensor) or value.device != ok.device:
-                    return None
-                tensors.append(value)
-    return tensors
-
-
-@torch.no_grad()
-def _masked_step(optimizer: torch.optim.Optimizer, ok: torch.Tensor) -> None:
-    """`optimizer.step()` where `ok`, else nothing, decided without a host read.
-
-    Fused AdamW takes the decision itself: its kernel skips the update where its ``found_inf`` input is 1
-    (parameters, moments and the step count keep their values bit for bit), a few launches for the whole model.
-    Other optimisers run the step on a copy of what it changes and `torch.where(ok, new, old)` keeps one or the
-    other (one extra copy of the parameters and optimiser state per step). Where `_device_state` says the step
-    cannot be undone on the device, `ok` is read on the host instead (a sync: the first step of a run with such an
-    optimiser, and every step of M3)."""
-    if isinstance(optimizer, CombinedOptimizer):  # muon/m3: each half decides its own way
-        for child in optimizer.optimizers:
-            _masked_step(child, ok)
-        return
-    if optimizer.defaults.get("fused"):
-        optimizer.found_inf = (~ok).to(torch.float32)
-        optimizer.step()
-        return
-    tensors = _device_state(optimizer, ok)
-    if tensors is None:
-        if bool(ok):
-            optimizer.step()
-        return
-    saved = [t.clone() for t in tensors]
-    optimizer.step()
-    for t, old in zip(tensors, saved):
-        t.copy_(torch.where(ok, t, old))
-
-
 # ----------------------------------------------------------------------------- logging, evaluation, checkpoint
-
-
-@dataclass
-class _Window:
-    """What accumulates on the device between host reads (`_read_window`): the finite steps' token sums and
-    every step's loss; plus throughput since the last log record. `loss` is the last read step loss."""
-
-    sums: torch.Tensor = field(default_factory=lambda: torch.zeros(5, dtype=torch.float64))
-    start: float = field(default_factory=time.perf_counter)
-    steps: int = 0
-    losses: list[torch.Tensor] = field(default_factory=list)  # 0-dim device tensors, one per step, not yet read
-    loss: float = float("nan")
-
-
-class _BadSteps:
-    """The non-finite-step guard, kept on the device: per step `record(step, ok)` updates the skipped count, the
-    current run of bad steps and the first step at which that run reached `max_bad_steps`, all without a read;
-    `check()` (at host-read points) reads them and raises when the limit was reached."""
-
-    def __init__(self, device: torch.device, max_bad_steps: int) -> None:
-        self.max_bad_steps = max_bad_steps
-        self._skipped = torch.zeros((), dtype=torch.int64, device=device)
-        self._in_row = torch.zeros((), dtype=torch.int64, device=device)
-        self._abort_at = torch.zeros((), dtype=torch.int64, device=device)  # 0: not reached
-        self.skipped = 0  # host copy, as of the last check
-        self.reported = 0  # skipped steps already announced
-
-    def record(self, step: int, ok: torch.Tensor) -> None:
-        bad = (~ok).to(torch.int64)
-        self._skipped += bad
-        self._in_row = (self._in_row + 1) * bad
-        reached = (self._in_row >= self.max_bad_steps) & (self._abort_at == 0)
-        self._abort_at = torch.where(reached, step, self._abort_at)
-
-    def check(self) -> None:
-        self.skipped, abort_at = (int(x) for x in torch.stack([self._skipped, self._abort_at]).tolist())
-        if abort_at:
-            raise HopeError(f"{self.max_bad_steps} non-finite steps in a row at step {abort_at}: training diverged "
-                            "(lower lr or surprise_scale, raise error_decay, enable grad_clip_norm)")
-
-
-def _read_window(run: _Run, step: int, window: _Window, guard: _BadSteps, result: TrainResult,
-                 progress: _Progress) -> None:
-    """The host reads, done only at log, evaluation and stop steps: the guard (raises after `max_bad_steps` bad
-    steps in a row), then the window's step losses into `result.losses`."""
-    guard.check()
-    if guard.skipped > guard.reported:
-        progress.message(f"step {step}: {guard.skipped - guard.reported} non-finite step(s) skipped since the last "
-                         f"log ({guard.skipped} in all)")
-        guard.reported = guard.skipped
-    if window.losses:
-        losses = torch.stack(window.losses).tolist()
-        result.losses += losses
-        window.loss = losses[-1]
-        window.losses.clear()
-    result.skipped_steps = guard.skipped
-
-
-def _log_step(run: _Run, step: int, lr: float, grad_norm: torch.Tensor, window: _Window,
-              skipped_steps: int) -> dict:
-    """The metrics-log record of a log step (written here; after `_read_window`), with the step's loss and the
-    window's accuracy and throughput."""
-    cfg = run.cfg
-    loss = window.loss
-    stats = summarize(window.sums, cfg.metrics.track_ppl, cfg.metrics.track_accuracy)
-    grad_norm = float(grad_norm)
-    elapsed = max(time.perf_counter() - window.start, 1e-9)  # after the reads: the device work is done
-    record = {"step": step, "split": "train", "tokens": step * run.tokens_per_step, "lr": lr, "loss": loss,
-              "grad_norm": grad_norm, "tokens_per_s": window.steps * run.tokens_per_step / elapsed}
-    if cfg.metrics.track_ppl:
-        record["ppl"] = math.exp(min(loss, 50.0)) if math.isfinite(loss) else float("nan")
-    if cfg.metrics.track_accuracy:
-        record.update(accuracy=stats["accuracy"], top5_acc=stats["top5_acc"], top10_acc=stats["top10_acc"])
-    if skipped_steps:
-        record["skipped_steps"] = skipped_steps
-    _write_record(run, record)
-    window.sums.zero_()
-    window.start, window.steps = time.perf_counter(), 0
-    return record
 
 
 def _set_schedules(run: _Run, step: int) -> None:
@@ -861,29 +533,7 @@ def _evaluate(run: _Run, step: int, data: torch.Tensor) -> dict[str, float]:
     return metrics
 
 
-def _write_record(run: _Run, record: dict) -> None:
-    if run.run_log is not None:
-        run.run_log.write(record)
-
-
 def _checkpoint(run: _Run, step: int) -> Path | None:
     """Save a resumable checkpoint at `step` (rank 0, when saving); the keys are listed in hope.checkpoint."""
-    if not run.save:
-        return None
-    streams = run.batches.state_dict(step) if run.batches is not None else None  # collective under torchrun
-    cfg, model = run.cfg, run.model
-    has_slow = run.slow_optimizer is not None
-    state = {"ema": run.ema.state_dict() if run.ema.enabled else None, "optimizer": run.optimizer.state_dict(),
-             "slow_optimizer": run.slow_optimizer.state_dict() if has_slow else None,
-             "slow_grads": dict(run.slow_grads) if has_slow else None}
-    if run.sharded:  # gathered on every rank (collectives), kept on rank 0: the single-process format
-        full = {"model": full_model_state(model), **(gather_full(state, keep=run.info.is_main) or {})}
-    if not run.info.is_main:
-        return None
-    if not run.sharded:
-        full = {"model": model_state(model), **state}
-    payload = {"model_type": cfg.model_type, "config": config_to_dict(cfg), **full, "slow_count": int(run.slow_count),
-               "scaler": run.scaler.state_dict() if run.use_scaler else None, "step": step, "rng": _rng_state(),
-               "meta": run.meta.state_dict() if run.meta is not None else None, "stream": streams,
-               "params": model.num_params()}
-    return save_checkpoint(cfg.out, payload)
+    payload = checkpoint_payload(run, step)  # collective under torchrun
+    return save_checkpoint(run.cfg.out, payload) if payload is not None else None
