@@ -15,7 +15,7 @@ import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -337,63 +337,72 @@ def check_device(device: str, name: str = "device") -> None:
     raise ConfigError(f"{name} must be auto, cpu, cuda or cuda:N, got '{device}'{why}")
 
 
-def validate(cfg: Config) -> None:
-    """Semantic checks with one-line messages (types were checked while loading)."""
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a number: from `lo` (open: `lo` itself excluded) up to `hi` (None: no upper bound);
+    `note` follows the bound in the message."""
 
-    def positive(name: str, value: float) -> None:
-        if not value > 0:
-            raise ConfigError(f"{name} must be > 0, got {value}")
+    lo: float
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    note: str = ""
 
-    for name in ("dim", "depth", "num_heads", "max_len", "batch_size", "seq_len", "steps", "grad_accum_steps",
-                 "log_interval", "eval_interval", "eval_batches", "attn_window", "prefetch_factor", "max_bad_steps"):
-        positive(name, getattr(cfg, name))
-    positive("ff_mult", cfg.ff_mult)
-    positive("memory_hidden_mult", cfg.memory_hidden_mult)
-    positive("lr", cfg.lr)
-    for name in ("mem_write", "error_update", "optimizer_step"):
-        positive(f"update_frequencies.{name}", getattr(cfg.update_frequencies, name))
-    for name in ("inner_steps", "outer_steps", "outer_frequency"):
-        value = getattr(cfg.meta, name)
-        if value < 0 or (name != "inner_steps" and value == 0):
-            raise ConfigError(f"meta.{name} must be {'>= 0' if name == 'inner_steps' else '> 0'}, got {value}")
-    positive("meta.lr", cfg.meta.lr)
-    positive("meta.support_len", cfg.meta.support_len)
-    positive("meta.query_len", cfg.meta.query_len)
-    if not 0.0 < cfg.meta.split < 0.5:
-        raise ConfigError(f"meta.split must be in (0, 0.5), got {cfg.meta.split}")
-    if cfg.model_type not in MODEL_TYPES:
-        raise ConfigError(f"unknown model_type '{cfg.model_type}' (choose from {', '.join(MODEL_TYPES)})")
-    if cfg.optimizer_type not in OPTIMIZER_TYPES:
-        raise ConfigError(f"unknown optimizer_type '{cfg.optimizer_type}' (choose from {', '.join(OPTIMIZER_TYPES)})")
-    if cfg.amp_dtype not in AMP_DTYPES:
-        raise ConfigError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got '{cfg.amp_dtype}'")
-    if cfg.cms not in CMS_KINDS:
-        raise ConfigError(f"cms must be one of {', '.join(CMS_KINDS)}, got '{cfg.cms}'")
-    if cfg.memory_kind not in MEMORY_KINDS:
-        raise ConfigError(f"memory_kind must be one of {', '.join(MEMORY_KINDS)}, got '{cfg.memory_kind}'")
-    if cfg.bank_writes < 1:
-        raise ConfigError(f"bank_writes must be >= 1, got {cfg.bank_writes}")
-    if not 0 < cfg.bank_aging <= 1:
-        raise ConfigError(f"bank_aging must be in (0, 1], got {cfg.bank_aging}")
-    if cfg.bank_input not in BANK_INPUTS:
-        raise ConfigError(f"bank_input must be one of {', '.join(BANK_INPUTS)}, got '{cfg.bank_input}'")
-    if cfg.cms_objective not in CMS_OBJECTIVES:
-        raise ConfigError(f"cms_objective must be one of {', '.join(CMS_OBJECTIVES)}, got '{cfg.cms_objective}'")
+    def outside(self, value: Any) -> bool:
+        if self.hi is None and not self.lo_open:  # `value < lo`: a NaN passes a closed lower bound, as it always has
+            return value < self.lo
+        low = value > self.lo if self.lo_open else value >= self.lo
+        high = self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+        return not (low and high)
+
+    def message(self, name: str, value: Any) -> str:
+        if self.hi is None:
+            return f"{name} must be {'>' if self.lo_open else '>='} {self.lo}{self.note}, got {value}"
+        left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+        return f"{name} must be in {left}{self.lo}, {self.hi}{right}, got {value}"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The allowed values of a string setting; `unknown` words the message "unknown NAME 'x' (choose from ...)"."""
+
+    options: tuple[str, ...]
+    unknown: bool = False
+
+    def outside(self, value: Any) -> bool:
+        return value not in self.options
+
+    def message(self, name: str, value: Any) -> str:
+        if self.unknown:
+            return f"unknown {name} '{value}' (choose from {', '.join(self.options)})"
+        return f"{name} must be one of {', '.join(self.options)}, got '{value}'"
+
+
+POSITIVE, AT_LEAST_0, AT_LEAST_1 = Range(0, lo_open=True), Range(0), Range(1)
+FRACTION = Range(0, 1, hi_open=True)  # [0, 1): decays, momentum, dropout
+
+
+def _cms_objective_needs_chain(cfg: Config) -> None:
     if cfg.cms_objective == "task" and (cfg.model_type != "hope" or cfg.cms != "chain"):
         raise ConfigError(f"cms_objective: task trains the fast CMS level, which needs model_type: hope and cms: chain "
                           f"(got model_type: {cfg.model_type}, cms: {cfg.cms})")
+
+
+def _head_shapes(cfg: Config) -> None:
     if cfg.dim % cfg.num_heads != 0:
         raise ConfigError(f"dim ({cfg.dim}) must be divisible by num_heads ({cfg.num_heads})")
     if cfg.head_dim % 2 != 0:
         raise ConfigError(f"dim / num_heads ({cfg.head_dim}) must be even for rotary positions")
     if cfg.max_len < cfg.seq_len:
         raise ConfigError(f"max_len ({cfg.max_len}) must be >= seq_len ({cfg.seq_len})")
-    if cfg.memory_capacity < 0:
-        raise ConfigError(f"memory_capacity must be >= 0, got {cfg.memory_capacity}")
+
+
+def _top_k_within_capacity(cfg: Config) -> None:
     if cfg.memory_capacity > 0 and not 0 < cfg.top_k <= cfg.memory_capacity:
         raise ConfigError(f"top_k ({cfg.top_k}) must be between 1 and memory_capacity ({cfg.memory_capacity})")
-    if not 0.0 <= cfg.error_decay < 1.0:
-        raise ConfigError(f"error_decay must be in [0, 1), got {cfg.error_decay}")
+
+
+def _schedules(cfg: Config) -> None:
     for name in ("surprise_scale", "mem_write"):
         sched: Schedule = getattr(cfg, name)
         if sched.warmup_steps < 0 or not (math.isfinite(sched.start) and math.isfinite(sched.end)):
@@ -402,18 +411,32 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{name}: start and end must be >= 0")
     if cfg.mem_write.start > 1 or cfg.mem_write.end > 1:
         raise ConfigError("mem_write: start and end are gates in [0, 1]")
-    if not 0.0 <= cfg.ema_decay < 1.0:
-        raise ConfigError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
-    if not 0.0 <= cfg.base_momentum < 1.0:
-        raise ConfigError(f"base_momentum must be in [0, 1), got {cfg.base_momentum}")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise ConfigError(f"dropout must be in [0, 1), got {cfg.dropout}")
-    if not 0.0 <= cfg.recall_fraction <= 1.0:
-        raise ConfigError(f"recall_fraction must be in [0, 1], got {cfg.recall_fraction}")
-    if cfg.recall_episodes < 1:
-        raise ConfigError(f"recall_episodes must be >= 1, got {cfg.recall_episodes}")
-    _validate_mqar(cfg)
-    positive("stream.bptt_segments", cfg.stream.bptt_segments)
+
+
+def _mqar_rows(cfg: Config) -> None:
+    """recall_pairs / recall_gap_min / recall_gap_max / loss_on, and an MQAR row fitting a training window."""
+    if not 1 <= cfg.recall_pairs <= MAX_PAIRS:
+        raise ConfigError(f"recall_pairs must be between 1 and {MAX_PAIRS} (the MQAR key and value ranges hold "
+                          f"{MAX_PAIRS} bytes each), got {cfg.recall_pairs}")
+    if not 0 <= cfg.recall_gap_min <= cfg.recall_gap_max:
+        raise ConfigError(f"recall_gap_min and recall_gap_max must satisfy 0 <= min <= max, got "
+                          f"{cfg.recall_gap_min} and {cfg.recall_gap_max}")
+    if cfg.loss_on == "answers" and (cfg.recall_task != "mqar" or cfg.recall_fraction == 0):
+        raise ConfigError("loss_on: answers restricts the loss of MQAR rows to their answers; it needs "
+                          f"recall_task: mqar and recall_fraction > 0 (got {cfg.recall_task}, {cfg.recall_fraction})")
+    if cfg.recall_task != "mqar" or cfg.recall_fraction == 0:
+        return
+    if cfg.stream.use:
+        raise ConfigError("recall_task: mqar is not supported with stream.use (MQAR rows are seq_len + 1 bytes and "
+                          "long streams would need answers per piece); use stream.use: false")
+    need = row_length(cfg.recall_pairs, cfg.recall_gap_max)
+    if need > cfg.seq_len + 1:
+        raise ConfigError(f"an MQAR row of recall_pairs={cfg.recall_pairs} and a gap of recall_gap_max="
+                          f"{cfg.recall_gap_max} needs {need} bytes (4 * pairs + gap), more than seq_len + 1 = "
+                          f"{cfg.seq_len + 1}")
+
+
+def _stream_pieces(cfg: Config) -> None:
     if cfg.stream.use and cfg.stream.reset_bytes < cfg.stream.bptt_segments * cfg.seq_len:
         raise ConfigError(f"stream.reset_bytes ({cfg.stream.reset_bytes}) must be >= stream.bptt_segments * seq_len "
                           f"({cfg.stream.bptt_segments * cfg.seq_len}), the bytes one optimiser step reads")
@@ -422,22 +445,19 @@ def validate(cfg: Config) -> None:
         # A carried task_tail makes the model return a logits view its loss cannot .view (hope.models.lm).
         raise ConfigError(f"stream.use with cms_objective: task needs stream.bptt_segments * seq_len ({piece}) to be "
                           f"a multiple of update_frequencies.error_update ({cfg.update_frequencies.error_update})")
-    if cfg.grad_clip_norm < 0:
-        raise ConfigError(f"grad_clip_norm must be >= 0 (0 disables clipping), got {cfg.grad_clip_norm}")
-    if cfg.num_workers < 0:
-        raise ConfigError(f"num_workers must be >= 0, got {cfg.num_workers}")
+
+
+def _min_lr(cfg: Config) -> None:
     if cfg.min_lr < 0 or cfg.min_lr > cfg.lr:
         raise ConfigError(f"min_lr must be in [0, lr], got {cfg.min_lr}")
-    if cfg.warmup_steps < 0:
-        raise ConfigError(f"warmup_steps must be >= 0, got {cfg.warmup_steps}")
+
+
+def _device(cfg: Config) -> None:
     check_device(cfg.device)
-    _validate_distributed(cfg)
 
 
-def _validate_distributed(cfg: Config) -> None:
-    """`distributed`, and what FSDP cannot do (the reason is in each message)."""
-    if cfg.distributed not in DISTRIBUTED:
-        raise ConfigError(f"distributed must be one of {', '.join(DISTRIBUTED)}, got '{cfg.distributed}'")
+def _fsdp_refusals(cfg: Config) -> None:
+    """What FSDP cannot do (the reason is in each message)."""
     if cfg.distributed != "fsdp":
         return
     refusals = [
@@ -459,30 +479,51 @@ def _validate_distributed(cfg: Config) -> None:
             raise ConfigError(f"distributed: fsdp does not support this: {why} (or distributed: ddp)")
 
 
-def _validate_mqar(cfg: Config) -> None:
-    """recall_task / recall_pairs / recall_gap_min / recall_gap_max / loss_on / recall_answers."""
-    if cfg.recall_task not in RECALL_TASKS:
-        raise ConfigError(f"recall_task must be one of {', '.join(RECALL_TASKS)}, got '{cfg.recall_task}'")
-    if cfg.loss_on not in LOSS_ON:
-        raise ConfigError(f"loss_on must be one of {', '.join(LOSS_ON)}, got '{cfg.loss_on}'")
-    if cfg.recall_answers not in RECALL_ANSWERS:
-        raise ConfigError(f"recall_answers must be one of {', '.join(RECALL_ANSWERS)}, got '{cfg.recall_answers}'")
-    if not 1 <= cfg.recall_pairs <= MAX_PAIRS:
-        raise ConfigError(f"recall_pairs must be between 1 and {MAX_PAIRS} (the MQAR key and value ranges hold "
-                          f"{MAX_PAIRS} bytes each), got {cfg.recall_pairs}")
-    if not 0 <= cfg.recall_gap_min <= cfg.recall_gap_max:
-        raise ConfigError(f"recall_gap_min and recall_gap_max must satisfy 0 <= min <= max, got "
-                          f"{cfg.recall_gap_min} and {cfg.recall_gap_max}")
-    if cfg.loss_on == "answers" and (cfg.recall_task != "mqar" or cfg.recall_fraction == 0):
-        raise ConfigError("loss_on: answers restricts the loss of MQAR rows to their answers; it needs "
-                          f"recall_task: mqar and recall_fraction > 0 (got {cfg.recall_task}, {cfg.recall_fraction})")
-    if cfg.recall_task != "mqar" or cfg.recall_fraction == 0:
-        return
-    if cfg.stream.use:
-        raise ConfigError("recall_task: mqar is not supported with stream.use (MQAR rows are seq_len + 1 bytes and "
-                          "long streams would need answers per piece); use stream.use: false")
-    need = row_length(cfg.recall_pairs, cfg.recall_gap_max)
-    if need > cfg.seq_len + 1:
-        raise ConfigError(f"an MQAR row of recall_pairs={cfg.recall_pairs} and a gap of recall_gap_max="
-                          f"{cfg.recall_gap_max} needs {need} bytes (4 * pairs + gap), more than seq_len + 1 = "
-                          f"{cfg.seq_len + 1}")
+# The checks `validate` makes, in order (the first failing one is reported): (dotted setting, Range or Choice), or
+# a cross-field rule (a function of the config that raises ConfigError).
+RULES: tuple[tuple[str, Range | Choice] | Callable[[Config], None], ...] = (
+    *((name, POSITIVE) for name in ("dim", "depth", "num_heads", "max_len", "batch_size", "seq_len", "steps",
+                                    "grad_accum_steps", "log_interval", "eval_interval", "eval_batches", "attn_window",
+                                    "prefetch_factor", "max_bad_steps", "ff_mult", "memory_hidden_mult", "lr",
+                                    "update_frequencies.mem_write", "update_frequencies.error_update",
+                                    "update_frequencies.optimizer_step")),
+    ("meta.inner_steps", AT_LEAST_0), ("meta.outer_steps", POSITIVE), ("meta.outer_frequency", POSITIVE),
+    ("meta.lr", POSITIVE), ("meta.support_len", POSITIVE), ("meta.query_len", POSITIVE),
+    ("meta.split", Range(0, 0.5, lo_open=True, hi_open=True)),
+    ("model_type", Choice(MODEL_TYPES, unknown=True)), ("optimizer_type", Choice(OPTIMIZER_TYPES, unknown=True)),
+    ("amp_dtype", Choice(AMP_DTYPES)), ("cms", Choice(CMS_KINDS)), ("memory_kind", Choice(MEMORY_KINDS)),
+    ("bank_writes", AT_LEAST_1), ("bank_aging", Range(0, 1, lo_open=True)), ("bank_input", Choice(BANK_INPUTS)),
+    ("cms_objective", Choice(CMS_OBJECTIVES)),
+    _cms_objective_needs_chain,
+    _head_shapes,
+    ("memory_capacity", AT_LEAST_0),
+    _top_k_within_capacity,
+    ("error_decay", FRACTION),
+    _schedules,
+    ("ema_decay", FRACTION), ("base_momentum", FRACTION), ("dropout", FRACTION), ("recall_fraction", Range(0, 1)),
+    ("recall_episodes", AT_LEAST_1),
+    ("recall_task", Choice(RECALL_TASKS)), ("loss_on", Choice(LOSS_ON)), ("recall_answers", Choice(RECALL_ANSWERS)),
+    _mqar_rows,
+    ("stream.bptt_segments", POSITIVE),
+    _stream_pieces,
+    ("grad_clip_norm", Range(0, note=" (0 disables clipping)")), ("num_workers", AT_LEAST_0),
+    _min_lr,
+    ("warmup_steps", AT_LEAST_0),
+    _device,
+    ("distributed", Choice(DISTRIBUTED)),
+    _fsdp_refusals,
+)
+
+
+def validate(cfg: Config) -> None:
+    """Semantic checks with one-line messages (types were checked while loading): `RULES`, in order."""
+    for rule in RULES:
+        if callable(rule):
+            rule(cfg)
+            continue
+        name, allowed = rule
+        value = cfg
+        for part in name.split("."):
+            value = getattr(value, part)
+        if allowed.outside(value):
+            raise ConfigError(allowed.message(name, value))
