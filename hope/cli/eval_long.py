@@ -4,6 +4,7 @@ Run as:
     hope-eval-long --gap 2048                                   # hope_checkpoint.pt, 64 episodes
     hope-eval-long --ckpt reports/baseline_checkpoint.pt --gap 512 --samples 128 --data data/tiny_shakespeare.txt
     hope-eval-long --task mqar --pairs 8 --gap 1024             # key lookup: {accuracy, first_accuracy, ...}
+    hope-eval-long --task copy --passage 256 --gap 4096         # repeated text: {copy_gain, copy_gain_se, ...}
 
 Each episode writes a key/value pair, then `gap` bytes of filler text (validation split of --data, else of the
 checkpoint's data, else the synthetic corpus), then asks for the key; recall_prob is the mean probability the
@@ -18,6 +19,16 @@ averaged over rows), first_accuracy (the same on each row's first query), value_
 (1/64), repeat (1/P, what repeating the last value written scores) and elimination (H_P/P, what answering with a
 written value not yet answered scores) on one line, so neither a copy nor an elimination passes for a lookup.
 `--answers hidden` scores rows whose query half shows no answer (Zoology's format; elimination is then 1/P).
+
+`--task copy` scores repeated-text recall (hope.eval.long.copy_gain): a validation passage of --passage bytes,
+--gap bytes of other validation text, the passage again, after a lead of --lead bytes of other text (the same
+bytes that end the gap, so a model that sees no further back than the lead and the gap reads both occurrences
+after the same text). It prints loss_first and loss_second (mean next-byte loss in nats over bytes 1..N-1 of each
+occurrence), copy_gain = loss_first - loss_second and copy_gain_se (the per-passage difference's sd / sqrt(n)),
+over --samples passages. A sliding-window model's gain is 0 once the gap is past its attention's reach (a note
+says so); a memory that carries text keeps some. `--control` also reads each row with another passage in the
+first occurrence's place: loss_control, and control_gain = loss_control - loss_second, the passage's own worth
+net of any drift of the loss along the stream (a memory state that wanders on long streams).
 """
 
 from __future__ import annotations
@@ -31,17 +42,26 @@ from hope.cli.args import add_eval_amp_arg, add_samples_arg, eval_amp, new_parse
 
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser("hope-eval-long", "Recall probability at one gap.")
-    parser.add_argument("--gap", type=int, required=True, help="filler bytes between the write and the query")
-    parser.add_argument("--task", choices=("episodes", "mqar"), default="episodes",
-                        help="episodes: one key/value episode (recall_prob); mqar: multi-query key lookup (accuracy)")
+    parser.add_argument("--gap", type=int, required=True,
+                        help="filler bytes between the write and the query (copy: between the two occurrences)")
+    parser.add_argument("--task", choices=("episodes", "mqar", "copy"), default="episodes",
+                        help="episodes: one key/value episode (recall_prob); mqar: multi-query key lookup (accuracy); "
+                             "copy: a passage, the gap, the passage again (copy_gain)")
     parser.add_argument("--pairs", type=int, default=8, help="--task mqar: key/value pairs per row (1-64)")
+    parser.add_argument("--passage", type=int, default=256, help="--task copy: bytes per passage (>= 2)")
+    parser.add_argument("--lead", type=int, default=1024,
+                        help="--task copy: bytes of other text before the first occurrence (the gap's last bytes)")
+    parser.add_argument("--control", action="store_true",
+                        help="--task copy: also read each row with another passage first (loss_control, "
+                             "control_gain: the gain net of any drift along the stream; twice the compute)")
     parser.add_argument("--answers", choices=("shown", "hidden"), default="shown",
                         help="--task mqar: the query half shows each answer after it is scored, or filler in its "
                              "place (Zoology's format, config recall_answers: hidden)")
     parser.add_argument("--ckpt", default="hope_checkpoint.pt", help="checkpoint path")
-    add_samples_arg(parser, 64, "recall episodes (MQAR rows)", "--trials")
+    add_samples_arg(parser, 64, "recall episodes (MQAR rows, copy passages)", "--trials")
     parser.add_argument("--seed", type=int, default=0, help="episode seed (same seed = same episodes)")
-    parser.add_argument("--data", help="filler text (default: the checkpoint's data, else the synthetic corpus)")
+    parser.add_argument("--data", help="filler text, copy passages (default: the checkpoint's data, else the synthetic "
+                                       "corpus)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--batch_size", type=int, default=16, help="episodes per forward pass")
     add_eval_amp_arg(parser)
@@ -64,11 +84,15 @@ def main(argv: list[str] | None = None) -> int:
         (row,) = track_long([args.ckpt], [args.gap], args.samples, args.seed, args.data, args.device,
                             args.batch_size, amp=amp, amp_dtype=amp_dtype, log=notes_only,
                             memory_capacity=args.memory_capacity, task=args.task, pairs=args.pairs,
-                            hide_answers=args.answers == "hidden")
-        keys = (("accuracy", "first_accuracy", "value_prob", "chance", "repeat", "elimination", "pairs", "answers")
-                if args.task == "mqar" else
-                ("recall_prob", "chance"))
-        print(json.dumps({k: row[k] for k in (*keys, "trials", "gap", "model_type")}))
+                            hide_answers=args.answers == "hidden", passage=args.passage, lead=args.lead,
+                            control=args.control)
+        keys = {"mqar": ("accuracy", "first_accuracy", "value_prob", "chance", "repeat", "elimination", "pairs",
+                         "answers", "trials"),
+                "copy": ("copy_gain", "copy_gain_se", "loss_first", "loss_second",
+                         *(("loss_control", "control_gain", "control_gain_se") if args.control else ()),
+                         "samples", "passage", "lead"),
+                "episodes": ("recall_prob", "chance", "trials")}[args.task]
+        print(json.dumps({k: row[k] for k in (*keys, "gap", "model_type")}))
         return 0
 
     return run(body)

@@ -5,6 +5,7 @@ Run as:
     hope-track-long --ckpt reports/hope_checkpoint.pt,reports/baseline_checkpoint.pt --gaps 256,512,1024,2048 \
         --data data/tiny_shakespeare.txt --out reports/long_context.csv
     hope-track-long --task mqar --pairs 16 --ckpt hope_checkpoint.pt --gaps 0,32,128,512 --out reports/mqar.csv
+    hope-track-long --task copy --ckpt a.pt,b.pt --gaps 0,256,1024,4096,16384 --out reports/copy.csv
 
 Writes --out (default reports/long_context.csv) with header gap,recall_prob,chance,trials,model_type,checkpoint,
 step,data;
@@ -19,6 +20,14 @@ data, accuracy being the top-1 accuracy over a row's answers averaged over rows,
 row's first query (no answer shown yet), chance 1/64, repeat 1/P (repeating the last value written) and
 elimination H_P/P (answering with a written value not yet answered: a lookup beats it, and 1/P on the first query).
 `--answers hidden` puts filler where the query half shows each answer (Zoology's format): elimination is then 1/P.
+
+`--task copy` sweeps repeated-text recall (a --passage of validation text, the gap, the passage again, after a
+--lead of other text; see hope-eval-long); the header is then
+gap,copy_gain,copy_gain_se,loss_first,loss_second,loss_control,control_gain,control_gain_se,samples,passage,lead,
+model_type,checkpoint,step,data,max_len,attn_window,reach, losses in nats per byte over bytes 1..N-1 of each
+occurrence, copy_gain = loss_first - loss_second, copy_gain_se its standard error over the passages, the three
+control columns empty without `--control`, reach how far attention carries a byte (depth x (window - 1)).
+`hope-plot-reports --recall_csv` draws it as copy_gain.png.
 """
 
 from __future__ import annotations
@@ -31,21 +40,33 @@ from hope.cli.args import add_eval_amp_arg, add_samples_arg, eval_amp, new_parse
 COLUMNS = ("gap", "recall_prob", "chance", "trials", "model_type", "checkpoint", "step", "data")
 MQAR_COLUMNS = ("gap", "accuracy", "first_accuracy", "value_prob", "chance", "repeat", "elimination", "pairs",
                 "answers", "trials", "model_type", "checkpoint", "step", "data")
+COPY_COLUMNS = ("gap", "copy_gain", "copy_gain_se", "loss_first", "loss_second", "loss_control", "control_gain",
+                "control_gain_se", "samples", "passage", "lead", "model_type", "checkpoint", "step", "data", "max_len",
+                "attn_window", "reach")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser("hope-track-long", "Recall probability over a sweep of gaps.")
     parser.add_argument("--ckpt", default="hope_checkpoint.pt", help="checkpoint path(s), comma-separated")
-    parser.add_argument("--gaps", default="256,512,1024,2048", help="comma-separated gaps in bytes")
-    parser.add_argument("--task", choices=("episodes", "mqar"), default="episodes",
-                        help="episodes: one key/value episode (recall_prob); mqar: multi-query key lookup (accuracy)")
+    parser.add_argument("--gaps", default="256,512,1024,2048",
+                        help="comma-separated gaps in bytes (copy: between the two occurrences)")
+    parser.add_argument("--task", choices=("episodes", "mqar", "copy"), default="episodes",
+                        help="episodes: one key/value episode (recall_prob); mqar: multi-query key lookup (accuracy); "
+                             "copy: a passage, the gap, the passage again (copy_gain)")
     parser.add_argument("--pairs", type=int, default=8, help="--task mqar: key/value pairs per row (1-64)")
+    parser.add_argument("--passage", type=int, default=256, help="--task copy: bytes per passage (>= 2)")
+    parser.add_argument("--lead", type=int, default=1024,
+                        help="--task copy: bytes of other text before the first occurrence (the gap's last bytes)")
+    parser.add_argument("--control", action="store_true",
+                        help="--task copy: also read each row with another passage first (loss_control, "
+                             "control_gain: the gain net of any drift along the stream; twice the compute)")
     parser.add_argument("--answers", choices=("shown", "hidden"), default="shown",
                         help="--task mqar: the query half shows each answer after it is scored, or filler in its "
                              "place (Zoology's format, config recall_answers: hidden)")
-    add_samples_arg(parser, 64, "recall episodes (MQAR rows) per gap", "--trials")
+    add_samples_arg(parser, 64, "recall episodes (MQAR rows, copy passages) per gap", "--trials")
     parser.add_argument("--seed", type=int, default=0, help="episode seed (same seed = same episodes)")
-    parser.add_argument("--data", help="filler text (default: each checkpoint's data, else the synthetic corpus)")
+    parser.add_argument("--data", help="filler text, copy passages (default: each checkpoint's data, else the "
+                                       "synthetic corpus)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--batch_size", type=int, default=16, help="episodes per forward pass")
     add_eval_amp_arg(parser)
@@ -69,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         check_writable([args.out])  # before minutes of evaluation, not after
         rows = track_long(split_paths(args.ckpt), gaps, args.samples, args.seed, args.data, args.device,
                           args.batch_size, amp=amp, amp_dtype=amp_dtype, memory_capacity=args.memory_capacity,
-                          task=args.task, pairs=args.pairs, hide_answers=args.answers == "hidden")
-        path = write_csv(args.out, rows, MQAR_COLUMNS if args.task == "mqar" else COLUMNS)
+                          task=args.task, pairs=args.pairs, hide_answers=args.answers == "hidden",
+                          passage=args.passage, lead=args.lead,
+                          control=args.control)
+        path = write_csv(args.out, rows, {"mqar": MQAR_COLUMNS, "copy": COPY_COLUMNS}.get(args.task, COLUMNS))
         print(f"wrote {path}")
         return 0
 

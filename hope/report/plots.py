@@ -8,6 +8,9 @@ calls.
 - ``long_context.csv``: ``gap,recall_prob,chance,trials,model_type,checkpoint`` (one row per model and gap;
   optional ``step,data``), or the MQAR form of ``hope-track-long --task mqar``:
   ``gap,accuracy,value_prob,chance,repeat,pairs,trials,model_type,checkpoint`` (optional ``step,data,elimination``)
+- the copy form of ``hope-track-long --task copy`` (repeated-text recall), drawn as ``copy_gain.png``:
+  ``gap,copy_gain,loss_first,loss_second,samples,passage,model_type,checkpoint`` (optional
+  ``copy_gain_se,control_gain,control_gain_se,lead,reach,step,data``)
 - ``binned_ppl.csv``: ``bin_start,bin_end,loss,ppl,tokens,model_type,checkpoint`` (bin_end exclusive; optional
   ``step,data,max_len,attn_window``)
 - ``metrics.json``: ``{"models": {name: {"params", "train": {...}, "val": {...}}}, "hf": ...}``
@@ -51,6 +54,7 @@ __all__ = [
     "COMPARE_FIGSIZE",
     "heatmap_figsize",
     "plot_recall_curve",
+    "plot_copy_gain",
     "plot_binned_ppl",
     "plot_compare_metrics",
     "plot_forgetting_heatmap",
@@ -70,6 +74,10 @@ CURVES_FIGSIZE = (9.0, 5.5)
 RECALL_COLUMNS = ("gap", "recall_prob", "chance", "trials", "model_type", "checkpoint")
 MQAR_COLUMNS = ("gap", "accuracy", "value_prob", "chance", "repeat", "pairs", "trials", "model_type", "checkpoint")
 BINNED_COLUMNS = ("bin_start", "bin_end", "loss", "ppl", "tokens", "model_type", "checkpoint")
+COPY_COLUMNS = ("gap", "copy_gain", "loss_first", "loss_second", "samples", "passage", "model_type", "checkpoint")
+COPY_OPTIONAL = {"copy_gain_se": float, "control_gain": float, "control_gain_se": float, "lead": float,
+                 "reach": float}
+COPY_FIGSIZE = (8.0, 5.0)
 
 # Okabe-Ito colours (distinguishable with colour-blindness): HOPE and the baseline keep theirs in every figure.
 _MODEL_COLORS = {"hope": "#D55E00", "baseline": "#0072B2"}
@@ -99,9 +107,11 @@ def _require_file(path: PathLike, what: str) -> Path:
 _OPTIONAL_COLUMNS = {"step": float, "data": str, "max_len": float, "attn_window": float, "elimination": float}
 
 
-def _read_csv(path: PathLike, columns: Sequence[str], what: str) -> list[dict[str, Any]]:
+def _read_csv(path: PathLike, columns: Sequence[str], what: str,
+              optional: Mapping[str, type] | None = None) -> list[dict[str, Any]]:
     """Rows of a report CSV with numeric columns converted to float; clear errors name the file. The optional
-    columns (step, data, max_len, attn_window, elimination) are read when present (None when empty or absent)."""
+    columns (step, data, max_len, attn_window, elimination, and those of `optional`) are read when present (None
+    when empty or absent)."""
     p = _require_file(path, what)
     with p.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -123,7 +133,7 @@ def _read_csv(path: PathLike, columns: Sequence[str], what: str) -> list[dict[st
                 out[c] = float(row[c])
             except (TypeError, ValueError):
                 raise ValueError(f"{what} {p}, line {line_no}: column {c!r} is not a number: {row[c]!r}") from None
-        for c, kind in _OPTIONAL_COLUMNS.items():
+        for c, kind in {**_OPTIONAL_COLUMNS, **(optional or {})}.items():
             value = (row.get(c) or "").strip()
             try:
                 out[c] = kind(value) if value else None
@@ -340,6 +350,69 @@ def plot_recall_curve(csv_path: PathLike, out_png: PathLike) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", frameon=True, fontsize=8)
     _caption(fig, _rows_caption(rows))
+    return _save(fig, out_png)
+
+
+def _is_copy_csv(path: PathLike) -> bool:
+    return "copy_gain" in _csv_header(path, "long-context CSV")
+
+
+def plot_copy_gain(csv_path: PathLike, out_png: PathLike) -> Path:
+    """Repeated-text recall (``hope-track-long --task copy``): the copy gain loss_first - loss_second against the
+    gap between the two occurrences (log2 x-axis), one line per model/checkpoint with error bars of +-2 standard
+    errors over the passages, a zero line (no gain), and each model's attention reach (depth x (window - 1)) as
+    a dotted line of its colour when the CSV records it: past it, a sliding window's gain is 0, and what a model
+    keeps is carried by something else. When the CSV holds the control (``--control``), control_gain, the gain
+    against another passage read in the first occurrence's place, is drawn dashed in the same colour."""
+    rows = _read_csv(csv_path, COPY_COLUMNS, "copy-gain CSV", COPY_OPTIONAL)
+    series = _series(rows)
+    fig = _new_figure(COPY_FIGSIZE)
+    ax = fig.add_subplot()
+    all_gaps = sorted({r["gap"] for r in rows})
+    ax.axhline(0.0, color="0.35", linestyle="--", linewidth=1.2, label="no gain")
+    n_lines = len(series) * (2 if any(r["control_gain"] is not None for r in rows) else 1)
+
+    def dodge(gaps: np.ndarray, k: int) -> np.ndarray:  # side by side, so the error bars do not hide each other
+        d = 0.07 * (k - (n_lines - 1) / 2)
+        return np.where(gaps > 0, gaps * 2.0 ** d, 2 * d)
+
+    k = 0
+    for label, color, marker, group in series:
+        group = sorted(group, key=lambda r: r["gap"])
+        gaps = np.array([r["gap"] for r in group])
+        for key, se_key, dashed in (("copy_gain", "copy_gain_se", False), ("control_gain", "control_gain_se", True)):
+            points = [(g, r[key], r[se_key]) for g, r in zip(gaps, group) if r.get(key) is not None]
+            if not points:
+                continue
+            x = dodge(np.array([p[0] for p in points]), k)
+            y = np.array([p[1] for p in points])
+            err = np.array([2 * p[2] if p[2] is not None and math.isfinite(p[2]) else 0.0 for p in points])
+            ax.errorbar(x, y, yerr=err, color=color, marker=marker, markersize=6, linewidth=2 if not dashed else 1.5,
+                        linestyle="--" if dashed else "-", capsize=4, markerfacecolor="white" if dashed else color,
+                        label=f"{label}, against another passage (control)" if dashed else label)
+            k += 1
+        reach = group[0].get("reach")
+        if reach and all_gaps[0] <= reach <= all_gaps[-1] * 2 ** 0.4:
+            ax.axvline(reach, color=color, linestyle=":", linewidth=1.3,
+                       label=f"{label}: attention reach {int(reach)} bytes")
+    _gap_axis(ax, all_gaps)
+    scale = "log2 scale, linear below 1" if all_gaps[0] <= 0 else "log2 scale"
+    ax.set_xlabel(f"other text between the passage's two occurrences (bytes, {scale})")
+    ax.set_ylabel("copy gain: loss on 1st - loss on 2nd occurrence\n(nats per byte, higher is better)")
+    samples = sorted({int(r["samples"]) for r in rows})
+    passages = sorted({int(r["passage"]) for r in rows})
+    count = f"{samples[0]}" if len(samples) == 1 else f"{samples[0]}-{samples[-1]}"
+    size = ", ".join(str(p) for p in passages)
+    plural = "" if samples == [1] else "s"
+    ax.set_title(f"Repeated-text recall vs gap\n(error bars: ±2 standard errors over {count} passage{plural} of "
+                 f"{size} bytes per point)", fontsize=11)
+    ax.grid(True, alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: (labels[i] == "no gain" or "attention reach" in labels[i], i))
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], loc="best", frameon=True, fontsize=8)
+    leads = sorted({int(r["lead"]) for r in rows if r.get("lead") is not None})
+    lead = f"lead: {', '.join(map(str, leads))} bytes of other text before the first occurrence" if leads else ""
+    _caption(fig, [*_rows_caption(rows), lead])
     return _save(fig, out_png)
 
 
@@ -610,8 +683,9 @@ def plot_reports(
 ) -> list[Path]:
     """Draw the figure of every input given into ``out_dir``; returns the PNG paths written.
 
-    Outputs: ``recall_curve.png``, ``binned_ppl.png``, ``compare_metrics.png``, ``forgetting_heatmap.png``,
-    ``loss_curves.png`` (from the runs' metrics logs in ``metrics_jsonl``).
+    Outputs: ``recall_curve.png`` (``copy_gain.png`` when ``recall_csv`` is a ``--task copy`` CSV),
+    ``binned_ppl.png``, ``compare_metrics.png``, ``forgetting_heatmap.png``, ``loss_curves.png`` (from the runs'
+    metrics logs in ``metrics_jsonl``).
     All given inputs are checked before anything is drawn, so a mistyped path fails fast without
     half-refreshed figures.
     """
@@ -627,6 +701,8 @@ def plot_reports(
                          "or metrics_jsonl)")
     for path, what, _, _ in jobs:
         _require_file(path, what)
+    if recall_csv is not None and _is_copy_csv(recall_csv):
+        jobs[0] = (recall_csv, "copy-gain CSV", plot_copy_gain, "copy_gain.png")
     for run in metrics_jsonl or []:
         find_metrics_log(run)
     out = Path(out_dir)
