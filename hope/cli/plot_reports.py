@@ -22,7 +22,8 @@ from hope.cli.args import new_parser, run
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser("hope-plot-reports", "Draw the report figures.")
     parser.add_argument("--recall_csv",
-                        help="long-context CSV of hope-track-long (episodes or --task mqar) -> recall_curve.png")
+                        help="long-context CSV of hope-track-long: episodes or --task mqar -> recall_curve.png; "
+                             "--task copy -> copy_gain.png")
     parser.add_argument("--binned_csv", help="binned-perplexity CSV of hope-eval-binned -> binned_ppl.png")
     parser.add_argument("--metrics_json", help="metrics.json of hope-run-experiment -> compare_metrics.png")
     parser.add_argument("--continual_json", help="continual_metrics.json of hope-continual -> forgetting_heatmap.png")
