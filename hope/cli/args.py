@@ -60,6 +60,24 @@ def add_samples_arg(parser: argparse.ArgumentParser, default: int, what: str, al
                         help=f"{what} to average over (alias {alias})")
 
 
+def add_long_task_args(parser: argparse.ArgumentParser) -> None:
+    """The task flags hope-eval-long and hope-track-long share (--task, --pairs, --passage, --lead, --control,
+    --answers)."""
+    parser.add_argument("--task", choices=("episodes", "mqar", "copy"), default="episodes",
+                        help="episodes: one key/value episode (recall_prob); mqar: multi-query key lookup (accuracy); "
+                             "copy: a passage, the gap, the passage again (copy_gain)")
+    parser.add_argument("--pairs", type=int, default=8, help="--task mqar: key/value pairs per row (1-64)")
+    parser.add_argument("--passage", type=int, default=256, help="--task copy: bytes per passage (>= 2)")
+    parser.add_argument("--lead", type=int, default=1024,
+                        help="--task copy: bytes of other text before the first occurrence (the gap's last bytes)")
+    parser.add_argument("--control", action="store_true",
+                        help="--task copy: also read each row with another passage first (loss_control, "
+                             "control_gain: the gain net of any drift along the stream; twice the compute)")
+    parser.add_argument("--answers", choices=("shown", "hidden"), default="shown",
+                        help="--task mqar: the query half shows each answer after it is scored, or filler in its "
+                             "place (Zoology's format, config recall_answers: hidden)")
+
+
 def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace outputs that another run wrote (without it the command refuses)")

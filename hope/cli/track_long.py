@@ -35,7 +35,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hope.cli.args import add_eval_amp_arg, add_samples_arg, eval_amp, new_parser, run
+from hope.cli.args import add_eval_amp_arg, add_long_task_args, add_samples_arg, eval_amp, new_parser, run
 
 COLUMNS = ("gap", "recall_prob", "chance", "trials", "model_type", "checkpoint", "step", "data")
 MQAR_COLUMNS = ("gap", "accuracy", "first_accuracy", "value_prob", "chance", "repeat", "elimination", "pairs",
@@ -50,19 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ckpt", default="hope_checkpoint.pt", help="checkpoint path(s), comma-separated")
     parser.add_argument("--gaps", default="256,512,1024,2048",
                         help="comma-separated gaps in bytes (copy: between the two occurrences)")
-    parser.add_argument("--task", choices=("episodes", "mqar", "copy"), default="episodes",
-                        help="episodes: one key/value episode (recall_prob); mqar: multi-query key lookup (accuracy); "
-                             "copy: a passage, the gap, the passage again (copy_gain)")
-    parser.add_argument("--pairs", type=int, default=8, help="--task mqar: key/value pairs per row (1-64)")
-    parser.add_argument("--passage", type=int, default=256, help="--task copy: bytes per passage (>= 2)")
-    parser.add_argument("--lead", type=int, default=1024,
-                        help="--task copy: bytes of other text before the first occurrence (the gap's last bytes)")
-    parser.add_argument("--control", action="store_true",
-                        help="--task copy: also read each row with another passage first (loss_control, "
-                             "control_gain: the gain net of any drift along the stream; twice the compute)")
-    parser.add_argument("--answers", choices=("shown", "hidden"), default="shown",
-                        help="--task mqar: the query half shows each answer after it is scored, or filler in its "
-                             "place (Zoology's format, config recall_answers: hidden)")
+    add_long_task_args(parser)
     add_samples_arg(parser, 64, "recall episodes (MQAR rows, copy passages) per gap", "--trials")
     parser.add_argument("--seed", type=int, default=0, help="episode seed (same seed = same episodes)")
     parser.add_argument("--data", help="filler text, copy passages (default: each checkpoint's data, else the "
