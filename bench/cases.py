@@ -21,7 +21,7 @@ from hope.sampling import sample
 from hope.layers.smt import SelfModifyingMemory
 from hope.models import build_model, count_params, matched_baseline_config
 from hope.ops.memory import box_apply, memory_chunked, memory_reference
-from hope.train.loop import _masked_step
+from hope.train.guard import masked_step
 from hope.train.optim import build_optimizer
 
 PEER_MISSING = "titans-pytorch is not installed (pip install -r bench/requirements.txt): peer row skipped"
@@ -185,15 +185,15 @@ def count_step_ops(cfg: Config, seed: int = 0, batch_size: int = 2) -> dict[str,
 
 
 def count_optimizer_ops(model: torch.nn.Module) -> int:
-    """Aten ops of one guarded optimiser step as training takes it (`hope.train.loop._masked_step`: AdamW as
+    """Aten ops of one guarded optimiser step as training takes it (`hope.train.guard.masked_step`: AdamW as
     `build_optimizer` makes it on a CPU/CUDA device, the non-finite decision an on-device bool), after a first
     step that creates the optimiser state. Needs the gradients of a backward pass."""
     optimizer = build_optimizer(model.named_parameters(), "adamw", 1e-3, 0.9, 0.1, fused=True)
     ok = torch.ones((), dtype=torch.bool)
-    _masked_step(optimizer, ok)
+    masked_step(optimizer, ok)
     counter = OpCounter()
     with counter:
-        _masked_step(optimizer, ok)
+        masked_step(optimizer, ok)
     return counter.count
 
 

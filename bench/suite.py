@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
-import math
 import os
 import platform
 import subprocess

@@ -12,9 +12,10 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from hope.ops.memory import memory_chunked, memory_reference
+from test_memory_ops import _make as make_memory_inputs
+from test_memory_ops import _run as run_memory
 from test_models import leaves, random_bytes, tiny_model
 
 pytestmark = pytest.mark.cuda
@@ -40,30 +41,13 @@ def no_tf32():
     torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def memory_inputs(kind: str, device: torch.device, *, B: int = 2, H: int = 2, T: int = 37, d: int = 6, h: int = 8,
-                  seed: int = 0, dtype: torch.dtype = DT) -> dict:
-    """Random memory inputs made on the CPU (the same numbers on every device), with gates exactly 0 or 1 at a few
-    positions (the decay products' edge cases), moved to `device`."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rand(*shape: int, scale: float = 1.0) -> torch.Tensor:
-        return torch.randn(*shape, generator=g, dtype=DT) * scale
-
-    if kind == "mlp":
-        prior, change = (rand(H, d, h, scale=0.4), rand(H, h, d, scale=0.4)), rand(B, H, d, h, scale=0.2)
-    else:
-        prior, change = (rand(H, d, d, scale=0.4),), rand(B, H, d, d, scale=0.2)
-    eta, alpha = torch.rand(B, H, T, generator=g, dtype=DT), 0.5 + 0.5 * torch.rand(B, H, T, generator=g, dtype=DT)
-    alpha[..., 2], alpha[..., 4], eta[..., 1], eta[..., 3] = 0.0, 1.0, 1.0, 0.0
-    inp = dict(prior=prior, change=change, k=F.normalize(rand(B, H, T, d), dim=-1), v=rand(B, H, T, d),
-               q=F.normalize(rand(B, H, T, d), dim=-1), eta=eta, alpha=alpha)
+def memory_inputs(kind: str, device: torch.device, *, T: int = 37, d: int = 6, h: int = 8, dtype: torch.dtype = DT
+                  ) -> dict:
+    """`test_memory_ops`'s random memory inputs (gates exactly 0 or 1 at a few positions), made in float64 on the
+    CPU (the same numbers on every device and dtype), then moved to `device` as `dtype`."""
     move = lambda x: x.to(device, dtype)  # noqa: E731
-    return {name: tuple(map(move, x)) if isinstance(x, tuple) else move(x) for name, x in inp.items()}
-
-
-def run_memory(fn, inp: dict, kind: str, chunk_size: int | None = None):
-    args = (inp["prior"], inp["change"], inp["k"], inp["v"], inp["q"], inp["eta"], inp["alpha"])
-    return fn(*args, kind=kind) if chunk_size is None else fn(*args, chunk_size, kind=kind)
+    return {name: tuple(map(move, x)) if isinstance(x, tuple) else move(x)
+            for name, x in make_memory_inputs(kind, T=T, d=d, h=h).items()}
 
 
 @pytest.mark.parametrize("kind", KINDS)

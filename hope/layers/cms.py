@@ -5,8 +5,8 @@
                 surrogate objective below); with `cms_objective: task`, once per `update_frequencies.error_update`
                 tokens (its chunk).
     slow level  an ordinary MLP whose parameters the training loop steps only every
-                `update_frequencies.optimizer_step` optimiser steps (gradients accumulate in between); its
-                parameter names contain ".slow." so the loop can find them.
+                `update_frequencies.optimizer_step` optimiser steps (gradients accumulate in between); it declares
+                the `slow` role for its parameters (`PARAM_ROLES`, `hope.layers.roles`).
 
 In-context objective of the fast level (the local surrogate, architecture.md, "CMS fast level objective"): the paper's task
 loss would need a backward pass through the layers above inside the forward. Instead the fast level is an

@@ -141,8 +141,9 @@ class SelfModifyingMemory(nn.Module):
         dt = state_dtype(self.q_proj.weight)
         zeros = torch.zeros(batch, self.num_heads, device=device, dtype=dt)
         change = torch.zeros(batch, self.boxes, self.num_heads, self.head_dim, self.hidden, device=device, dtype=dt)
-        return SMTState(change, change, zeros, zeros, zeros, torch.zeros(batch, self.num_heads, 2, device=device, dtype=dt),
-                        torch.zeros(batch, 4, self.conv.in_channels, device=device, dtype=dt))
+        sums = torch.zeros(batch, self.num_heads, 2, device=device, dtype=dt)
+        conv = torch.zeros(batch, 4, self.conv.in_channels, device=device, dtype=dt)
+        return SMTState(change, change, zeros, zeros, zeros, sums, conv)
 
     def _heads(self, x: Tensor) -> Tensor:
         B, L, _ = x.shape
@@ -163,7 +164,8 @@ class SelfModifyingMemory(nn.Module):
 
     def _kv_features(self, z: Tensor, prior: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         """The k/v boxes' prior features of their inputs, ``(f(z), base(z))`` with ``M(z) = base(z) + D f(z)``:
-        they do not depend on the state, so a call computes them once for all its chunks (architecture.md, "Execution on accelerators").
+        they do not depend on the state, so a call computes them once for all its chunks (architecture.md,
+        "Execution on accelerators").
         ``z (B, 2, H, ..., d)``; plain Titans has no k/v boxes: ``(z, z)``."""
         if not self.self_modifying:
             return z, z
@@ -215,8 +217,9 @@ class SelfModifyingMemory(nn.Module):
     def _chunk_plans(self, inputs: Tensor, gate: Tensor, alpha: Tensor, reads: tuple[Tensor, Tensor],
                      prior: tuple[Tensor, ...], start: int, n: int, c: int) -> list[ChunkInputs]:
         """Everything the `n` pieces of `c` tokens from `start` need that does not read the carried state, computed
-        for all of them at once (architecture.md, "Execution on accelerators"): the k/v boxes' prior features, the retention products and
-        decays (alpha only), the read features; then split per piece (`unbind`: one op, n views)."""
+        for all of them at once (architecture.md, "Execution on accelerators"): the k/v boxes' prior features, the
+        retention products and decays (alpha only), the read features; then split per piece (`unbind`: one op, n
+        views)."""
         def chunks(x: Tensor, dim: int) -> Tensor:  # (..., L, ...) at `dim` -> (..., n, c, ...)
             return x.narrow(dim, start, n * c).unflatten(dim, (n, c))
 

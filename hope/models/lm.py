@@ -3,8 +3,8 @@
     logits, loss, state = model(idx, targets=None, state=None)
 
 `state` carries everything a stream needs (attention caches, fast weights, episodic bank, their state inside the
-current chunk, the absolute position); None starts a fresh stream. Inputs longer than one segment (`seq_len`) are processed
-segment by segment with the state carried, so one call equals a sequence of shorter calls (HOPE: memories
+current chunk, the absolute position); None starts a fresh stream. Inputs longer than one segment (`seq_len`) are
+processed segment by segment with the state carried, so one call equals a sequence of shorter calls (HOPE: memories
 carry information; baseline: its attention window slides).
 
 `cms_objective: task` (the paper's CMS objective, Nested Learning eq. 71) writes the fast CMS level of every
@@ -51,8 +51,8 @@ class LanguageModel(nn.Module):
         self.head = nn.Linear(cfg.dim, VOCAB_SIZE, bias=False)
         self.head.weight = self.embed.weight  # tied byte embeddings
         self._init_weights(parameter_roles(self))
-        # Schedules set by the training loop every step (architecture.md, "Execution on accelerators"); evaluation uses their final values.
-        # 0-dim tensors on the model's device, updated in place: the forward reads no host number (no host-to-device
+        # Schedules set by the training loop every step; evaluation uses their final values (architecture.md,
+        # "Execution on accelerators"). 0-dim tensors on the model's device, updated in place: the forward reads no host number (no host-to-device
         # copy per call, nothing for torch.compile to guard on as they ramp). Not persistent: they belong to the run
         # (the checkpoint's step sets them), not to the weights.
         self.register_buffer("_mem_gate", torch.tensor(float(cfg.mem_write.end)), persistent=False)
