@@ -118,6 +118,10 @@ class Config:
     surprise_scale: Schedule = field(default_factory=lambda: Schedule(1.0, 1.0, 0))
     mem_write: Schedule = field(default_factory=lambda: Schedule(1.0, 1.0, 0))
     memory_hidden_mult: float = 2.0
+    # Timescale heads: one entry per head, bytes (0: a free head); a head of timescale T forgets neither by decay
+    # nor by overwriting within ~T bytes (retention floor, inner-rate ceiling). Empty: every head free.
+    memory_timescales: list[float] = field(default_factory=list)
+    write_threshold: float | None = None  # sparse writes: only tokens with normalised surprise above it write
     self_modifying: bool = True
     cms: str = "chain"
     cms_objective: str = "surrogate"
@@ -195,6 +199,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return None
         (inner,) = [a for a in get_args(tp) if a is not type(None)]
         return _coerce(value, inner, key)
+    if get_origin(tp) is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        (inner,) = get_args(tp)
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is Schedule:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return Schedule(float(value), float(value), 0)
@@ -397,6 +406,16 @@ def _head_shapes(cfg: Config) -> None:
         raise ConfigError(f"max_len ({cfg.max_len}) must be >= seq_len ({cfg.seq_len})")
 
 
+def _memory_timescales(cfg: Config) -> None:
+    if cfg.memory_timescales and len(cfg.memory_timescales) != cfg.num_heads:
+        raise ConfigError(f"memory_timescales: one entry per head ({cfg.num_heads}), got {len(cfg.memory_timescales)}")
+    if any(not (math.isfinite(t) and t >= 0) for t in cfg.memory_timescales):
+        raise ConfigError(f"memory_timescales: bytes >= 0 (0: a free head), got {cfg.memory_timescales}")
+    if cfg.write_threshold is not None and not abs(cfg.write_threshold) < 3:
+        raise ConfigError(f"write_threshold: a normalised surprise in (-3, 3) (it is clipped to +-3), "
+                          f"got {cfg.write_threshold}")
+
+
 def _top_k_within_capacity(cfg: Config) -> None:
     if cfg.memory_capacity > 0 and not 0 < cfg.top_k <= cfg.memory_capacity:
         raise ConfigError(f"top_k ({cfg.top_k}) must be between 1 and memory_capacity ({cfg.memory_capacity})")
@@ -498,6 +517,7 @@ RULES: tuple[tuple[str, Range | Choice] | Callable[[Config], None], ...] = (
     _head_shapes,
     ("memory_capacity", AT_LEAST_0),
     _top_k_within_capacity,
+    _memory_timescales,
     ("error_decay", FRACTION),
     _schedules,
     ("ema_decay", FRACTION), ("base_momentum", FRACTION), ("dropout", FRACTION), ("recall_fraction", Range(0, 1)),

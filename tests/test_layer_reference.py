@@ -73,11 +73,11 @@ def streamed(call, x: torch.Tensor, *per_token: torch.Tensor, state, chunk: int,
 # ------------------------------------------------------------------------------------------------------ SMT
 
 
-def make_smt(kind: str, self_modifying: bool, chunk: int) -> SelfModifyingMemory:
+def make_smt(kind: str, self_modifying: bool, chunk: int, **options) -> SelfModifyingMemory:
     """A small SMT with every parameter away from its init (retention ~0.8, k/v box rates ~0.5, random gates)."""
     torch.manual_seed(0)
     smt = SelfModifyingMemory(DIM, HEADS, 1.5, chunk, kind=kind, self_modifying=self_modifying,
-                              error_decay=0.8).double()
+                              error_decay=0.8, **options).double()
     with torch.no_grad():
         for p in smt.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -144,6 +144,24 @@ def test_smt_matches_token_loop(kind, self_modifying, chunk, carried):
     # stream's first token has no key yet, but every token commits, so the sums still carry gradient).
     still = [n for n in g_ref if g_ref[n].abs().max() == 0]
     assert not still, still
+
+
+@pytest.mark.parametrize("carried", [False, True], ids=["fresh", "carried"])
+@pytest.mark.parametrize("chunk", [4, 7])
+def test_smt_timescale_heads_and_sparse_writes_match_token_loop(chunk, carried):
+    """`memory_timescales` (one free head, one of 8 bytes: a retention floor and an inner-rate ceiling) and
+    `write_threshold` (sparse writes) agree with the oracle in outputs, states and every gradient."""
+    smt = make_smt("linear", True, chunk, timescales=(0.0, 8.0), write_threshold=0.5)
+    state = carried_smt_state(smt) if carried else smt.init_state(B, torch.device("cpu"))
+    offset = L_FIRST % chunk if carried else 0
+    x = torch.randn(B, L, DIM, generator=torch.Generator().manual_seed(2), dtype=DT)
+    fields = SMT_CARRIED_LEAVES if carried else SMT_LEAVES
+    module = smt_run(smt, lambda *a: smt(*a, *GATES), x, state, offset, fields)
+    oracle = smt_run(smt, lambda *a: smt_reference(smt, *a, *GATES), x, state, offset, fields)
+    assert_smt_runs(module, oracle, "timescales + threshold")
+    free = make_smt("linear", True, chunk)
+    plain = smt_run(free, lambda *a: free(*a, *GATES), x, state, offset, fields)
+    assert (module[0] - plain[0]).abs().max() > 1e-3  # the switches change the layer
 
 
 @pytest.mark.parametrize("carried", [False, True], ids=["fresh", "carried"])

@@ -31,6 +31,7 @@ from hope.layers.episodic import BankState
 from hope.layers.smt import SMTState
 
 SURPRISE_CLIP = 3.0  # the normalised surprise is clipped to +-3 standard deviations
+WRITE_SHARPNESS = 4.0  # write_threshold: a token's rate is multiplied by sigmoid(4 (surprise - threshold))
 KEY_EPS = 1e-6  # floor on |f(k)| in the memory boxes' key normalisation (kappa = f(k) / |f(k)|)
 BANK_EPS = 1e-6  # a slot's read logit adds log(strength + BANK_EPS)
 UNIT_EPS = 1e-6  # the bank's unit(): a vector of norm <= UNIT_EPS maps to 0 (K(0) = 0 at a fresh stream)
@@ -121,6 +122,8 @@ def smt_reference(module, x: Tensor, state: SMTState, offset: int, mem_gate, sur
     else:
         rates = [torch.ones(H, dtype=dt, device=x.device)]
 
+    floor = None if module.retention_floor is None else module.retention_floor.to(dt)  # (H,)
+    cap = 1.0 if module.rate_cap is None else module.rate_cap.to(dt)  # (H,): a timescale head's rate ceiling
     start = [state.change[:, b].to(dt) for b in range(boxes)]  # S: the boxes at the current chunk's start
     running = [state.running[:, b].to(dt) for b in range(boxes)]  # R: after the chunk's writes so far
     mean, sq, seen = state.err_mean.to(dt), state.err_sq.to(dt), state.seen.to(dt)
@@ -133,7 +136,10 @@ def smt_reference(module, x: Tensor, state: SMTState, offset: int, mem_gate, sur
         z_v = F.normalize(heads(x[:, t].to(dt) @ w_v.T), dim=-1)
         q = F.normalize(heads(u_t @ w_q.T), dim=-1)
         g = u_t @ gate_w.T + gate_b  # (B, 2H): eta logits of the heads, then retention logits
-        alpha = 1 - gate_m * (1 - torch.sigmoid(g[:, H:]))  # (B, H)
+        keep = torch.sigmoid(g[:, H:])  # (B, H)
+        if module.retention_floor is not None:  # a timescale head's retention floor
+            keep = floor + (1 - floor) * keep
+        alpha = 1 - gate_m * (1 - keep)
         # Key and targets from the boxes at the chunk's start.
         if module.self_modifying:
             k = F.normalize(_box(module, 1, start[1], z_k, dt)[2], dim=-1)
@@ -156,7 +162,9 @@ def smt_reference(module, x: Tensor, state: SMTState, offset: int, mem_gate, sur
         var = (m2 - m * m).clamp_min(0) + (0.01 * m) ** 2 + 1e-12  # floors: identical errors, zero errors
         s = ((err - m) / var.sqrt()).clamp(-SURPRISE_CLIP, SURPRISE_CLIP)  # (B, H)
         # Every box's write onto the running state; the memory box's read after it.
-        eta = torch.sigmoid(g[:, :H] + scale * s) * gate_m  # (B, H)
+        eta = torch.sigmoid(g[:, :H] + scale * s) * gate_m * cap  # (B, H)
+        if module.write_threshold is not None:  # sparse writes
+            eta = eta * torch.sigmoid(WRITE_SHARPNESS * (s - module.write_threshold))
         for b in range(boxes):
             rate = (eta * rates[b])[..., None]  # (B, H, 1)
             decayed = alpha[..., None, None] * running[b]  # retention decays the change, never the prior

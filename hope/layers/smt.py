@@ -48,6 +48,7 @@ from hope.ops.memory import (KINDS, ChunkPlan, box_apply, chunk_pieces, commit_c
                               segment_products, write_chunk, write_inputs)
 
 SURPRISE_CLIP = 3.0  # normalised surprise is clipped to +-3 standard deviations
+WRITE_SHARPNESS = 4.0  # `write_threshold`: a token writes at sigmoid(4 (s - threshold)) of its rate
 RETENTION_INIT = 8.5  # alpha = sigmoid(8.5) = 1 - 2.0e-4: a half-life of ~3400 bytes at init (architecture.md, "Forgetting returns to the prior")
 KV_RATE_INIT = -3.0  # the k/v boxes write at sigmoid(-3) = 0.047 of the memory's rate at init (learned)
 
@@ -79,6 +80,21 @@ class SMTState(NamedTuple):
     conv: Tensor  # (B, 4, C) the last four inputs: the causal conv at t - 1 for the next call's first key
 
 
+def timescale_bounds(timescales: tuple[float, ...], head_dim: int) -> tuple[Tensor, Tensor]:
+    """Per-head retention floors and inner-rate ceilings ``(H,)`` for `memory_timescales` (bytes; 0: a free head).
+
+    A head of timescale T can forget its writes neither by decay nor by overwriting within ~T bytes: its retention is
+    at least 2^(-1/T) (a half-life >= T), and its inner rate at most d ln2 / T, because a delta-rule write at rate
+    eta with a unit key removes ~eta / d of an association stored along a random direction of d, so a stored
+    association survives ~d ln2 / eta writes at half strength (architecture.md, "Timescale heads and sparse writes").
+    """
+    t = torch.tensor(timescales, dtype=torch.float32)
+    free = t == 0
+    floor = torch.where(free, 0.0, torch.exp2(-1 / t.clamp_min(1)))
+    cap = torch.where(free, 1.0, (head_dim * math.log(2) / t.clamp_min(1)).clamp(max=1.0))
+    return floor, cap
+
+
 class SelfModifyingMemory(nn.Module):
     # The priors and gates are meta-parameters without weight decay; W_q and the gates keep the init set below (the
     # model's default init would undo it); the read's output projection is a residual branch's (roles.py).
@@ -87,7 +103,8 @@ class SelfModifyingMemory(nn.Module):
                    "kv_rate_logit": (META, NO_DECAY), "q_proj.weight": (OWN_INIT,), "proj.weight": (RESIDUAL_OUT,)}
 
     def __init__(self, dim: int, num_heads: int, hidden_mult: float, chunk: int, *, kind: str = "linear",
-                 self_modifying: bool = True, error_decay: float = 0.9):
+                 self_modifying: bool = True, error_decay: float = 0.9, timescales: tuple[float, ...] = (),
+                 write_threshold: float | None = None):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"memory kind must be one of {list(KINDS)}, got {kind!r}")
@@ -129,6 +146,11 @@ class SelfModifyingMemory(nn.Module):
             self.q_proj.weight.copy_(torch.eye(dim))
         self.out_norm = nn.RMSNorm(d)
         self.proj = nn.Linear(dim, dim, bias=False)
+        # Timescale heads and sparse writes (architecture.md, "Timescale heads and sparse writes"): off by default.
+        floors, caps = timescale_bounds(timescales, d) if timescales else (None, None)
+        self.register_buffer("retention_floor", floors, persistent=False)  # (H,) or None
+        self.register_buffer("rate_cap", caps, persistent=False)  # (H,) or None
+        self.write_threshold = write_threshold
         self.recompute = False  # `recompute_memory`: recompute each chunk's step in backward (less memory, ~1.3x the step)
         self._compiled_step = None  # set by compile_step()
 
@@ -271,6 +293,8 @@ class SelfModifyingMemory(nn.Module):
         err = (k_start - tau[:, :1]).pow(2).sum(-1)[:, 0]  # (B, H, c) memory box error at the chunk-start state
         surprise = self._surprise(err, mean, sq, seen, acc, counts)
         eta = torch.sigmoid(chunk.gate + surprise_scale * surprise[:, None]) * mem_gate  # (B, 1, H, c)
+        if self.write_threshold is not None:  # sparse writes: only the surprising tokens write
+            eta = eta * torch.sigmoid(WRITE_SHARPNESS * (surprise[:, None] - self.write_threshold))
         eta = eta if box_rate is None else eta * box_rate  # (B, 1|boxes, H, c)
         plan = ChunkPlan(eta, eta.unsqueeze(-1) * (chunk.keep_strict * (kappa @ kappa.mT)), chunk.decay, chunk.keep)
         written = write_chunk(running, kappa, tau, plan, key_state=k_state)  # (B, boxes, H, c, d)
@@ -309,14 +333,18 @@ class SelfModifyingMemory(nn.Module):
             u, u_prev = u.to(fd), u_prev.to(fd)
             logits = self.gates(u).view(B, L, 2, H).permute(2, 0, 3, 1)  # (2, B, H, L)
             # mem_write gate 0 freezes the memory at its init: no writes (eta = 0) and no forgetting (alpha = 1)
-            alpha = 1 - mem_gate * (1 - torch.sigmoid(logits[1]))  # (B, H, L)
+            keep = torch.sigmoid(logits[1])  # (B, H, L)
+            if self.retention_floor is not None:
+                keep = self.retention_floor[:, None] + (1 - self.retention_floor[:, None]) * keep
+            alpha = 1 - mem_gate * (1 - keep)  # (B, H, L)
             q = F.normalize(self._heads(self.q_proj(u)), dim=-1)  # (B, H, L, d)
             inputs = self.box_inputs(u_prev, x.to(fd))  # (B, 2, H, L, d)
             prior = self.prior(fd)
             box_rate = None if self.kv_rate_logit is None else torch.cat(  # (1, boxes, H, 1): memory box at 1
                 [torch.ones_like(self.kv_rate_logit[:1]), torch.sigmoid(self.kv_rate_logit)]).to(fd)[None, :, :, None]
             fq, base_q = features(tuple(w[:, :1] for w in prior), q[:, None], kind)  # q is static: read features once
-            gates = (mem_gate, surprise_scale, box_rate)  # the model's 0-dim schedule tensors: no host value
+            write_gate = mem_gate if self.rate_cap is None else mem_gate * self.rate_cap[:, None]  # () or (H, 1)
+            gates = (write_gate, surprise_scale, box_rate)  # the model's 0-dim schedule tensors: no host value
             stats = state.change, state.running, state.err_mean, state.err_sq, state.seen, state.chunk_err
             o, surprise, stats = self._scan(inputs, logits[0], alpha, (fq, base_q), stats, prior, gates, offset)
         y = self.out_norm(o.to(x.dtype)).transpose(1, 2).reshape(B, L, C)

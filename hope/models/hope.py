@@ -44,7 +44,8 @@ class HopeBlock(nn.Module):
         self.attn = SlidingWindowAttention(dim, cfg.num_heads, cfg.attn_window, cfg.dropout)
         self.smt = SelfModifyingMemory(dim, cfg.num_heads, cfg.memory_hidden_mult, freq.mem_write,
                                        kind=cfg.memory_kind, self_modifying=cfg.self_modifying,
-                                       error_decay=cfg.error_decay)
+                                       error_decay=cfg.error_decay, timescales=tuple(cfg.memory_timescales),
+                                       write_threshold=cfg.write_threshold)
         self.smt.recompute = cfg.recompute_memory
         self.bank = (EpisodicBank(dim, cfg.memory_capacity, cfg.top_k, freq.mem_write, cfg.bank_writes, cfg.bank_aging)
                      if cfg.memory_capacity > 0 else None)
