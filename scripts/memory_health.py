@@ -3,7 +3,9 @@ docs/architecture.md, "Invariants under test" (no collapse) and "Surprise" (aliv
 from its prior, whether the k and v boxes are different maps, and the spread of the normalised surprise along
 the text (overall and in the stream's first chunk), and the learned gates along it: the mean inner rate
 sigmoid(eta logit) (before surprise) and the mean retention alpha with its half-life in bytes (how far back a write
-survives: docs/results.md §2).
+survives: docs/results.md §2); per head, the rate each token wrote at (surprise, timescale ceilings and the write
+threshold included), the share of tokens writing at > 0.1, and the half-life of a write under retention alone and
+under retention and overwriting together (docs/results.md §10).
 
 Run as:
     python scripts/memory_health.py --data data/tiny_shakespeare.txt                 # the default config at init
@@ -26,6 +28,11 @@ from hope.models import build_model
 from hope.ops.memory import box_apply
 
 
+def half_life(keep: float) -> float:
+    """Bytes until a factor `keep` per byte halves what it keeps."""
+    return math.log(0.5) / math.log(keep) if keep < 1 else math.inf
+
+
 def health(model: torch.nn.Module, text: torch.Tensor, seed: int = 0) -> list[dict[str, float]]:
     surprises: list[list[torch.Tensor]] = [[] for _ in model.blocks]
     gates: list[list[torch.Tensor]] = [[] for _ in model.blocks]  # (B, L, 2H) logits: H inner rates, H retentions
@@ -33,10 +40,17 @@ def health(model: torch.nn.Module, text: torch.Tensor, seed: int = 0) -> list[di
              for i, b in enumerate(model.blocks)]
     hooks += [b.smt.gates.register_forward_hook(lambda _m, _a, out, i=i: gates[i].append(out))
               for i, b in enumerate(model.blocks)]
-    with torch.no_grad():
-        _, _, state = model(text[None].long())
-    for h in hooks:
-        h.remove()
+    rates: list[list[torch.Tensor]] = [[] for _ in model.blocks]  # (1, 1, H, c): every token's inner rate eta
+    for i, b in enumerate(model.blocks):  # record what the layer's own rate rule returns (the instance attribute)
+        b.smt.rate = lambda *a, rule=b.smt.rate, i=i: rates[i].append(rule(*a)) or rates[i][-1]
+    try:
+        with torch.no_grad():
+            _, _, state = model(text[None].long())
+    finally:
+        for h in hooks:
+            h.remove()
+        for b in model.blocks:
+            del b.smt.rate
     g = torch.Generator().manual_seed(seed)
     rows = []
     for i, (block, layer) in enumerate(zip(model.blocks, state.layers)):
@@ -56,12 +70,26 @@ def health(model: torch.nn.Module, text: torch.Tensor, seed: int = 0) -> list[di
         row.update(surprise_std=s.std().item(), surprise_p05=s.quantile(0.05).item(),
                    surprise_p95=s.quantile(0.95).item(), first_chunk_surprise_std=first.std().item())
         logits = torch.cat(gates[i], dim=1)[0].view(-1, 2, smt.num_heads)  # (L, 2, H)
-        eta, alpha = torch.sigmoid(logits[:, 0]), 1 - model.mem_gate * (1 - torch.sigmoid(logits[:, 1]))
+        eta, alpha = torch.sigmoid(logits[:, 0]), smt.retention(logits[:, 1], model.mem_gate)  # (L, H)
         mean_alpha = alpha.mean().item()
         row.update(mean_eta=eta.mean().item(), mean_retention=mean_alpha, min_retention=alpha.min().item(),
-                   retention_half_life=math.log(0.5) / math.log(mean_alpha) if mean_alpha < 1 else math.inf)
+                   retention_half_life=half_life(mean_alpha))
+        # Per head, the rate each token wrote at (surprise, ceilings and threshold included) and how long a write
+        # survives both the head's retention and the overwriting by later writes (a write at rate eta removes
+        # ~eta / d of an association stored along another direction: architecture.md, "Timescale heads and sparse
+        # writes"): survival per byte alpha (1 - eta / d).
+        written = torch.cat(rates[i], dim=-1)[0, 0]  # (H, L)
+        eta_h, alpha_h = written.mean(-1), alpha.mean(0)  # (H,)
+        survive = alpha_h * (1 - eta_h / smt.head_dim)
+        row.update(rate_by_head=eta_h.tolist(), write_share_by_head=(written > 0.1).float().mean(-1).tolist(),
+                   retention_half_life_by_head=[half_life(a) for a in alpha_h.tolist()],
+                   memory_half_life_by_head=[half_life(a) for a in survive.tolist()])
         rows.append(row)
     return rows
+
+
+def rounded(value):
+    return [rounded(v) for v in value] if isinstance(value, list) else round(value, 4) if isinstance(value, float) else value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(cfg)
     model.eval()
     for row in health(model, load_bytes(args.data)[:args.bytes]):
-        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
+        print(json.dumps({k: rounded(v) for k, v in row.items()}))
     return 0
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from hope.data.corpus import load_corpus
@@ -64,6 +66,12 @@ def test_memory_health_reports_every_block(tmp_path, capsys):
         assert r["moved_memory"] > 0 and 0 <= r["abs_cos_k_v"] < 0.5 and r["surprise_std"] > 0
         # at init: eta = sigmoid(0 +- small) ~ 0.5, retention sigmoid(8.5) = 1 - 2.0e-4: half-life ~3400 bytes
         assert 0.45 < r["mean_eta"] < 0.55 and 3000 < r["retention_half_life"] < 3900
+        # per head (4): overwriting at rate ~0.4 in 32 dims halves a write within ~60 bytes, long before retention
+        assert len(r["rate_by_head"]) == len(r["memory_half_life_by_head"]) == 4
+        for rate, kept, both in zip(r["rate_by_head"], r["retention_half_life_by_head"],
+                                    r["memory_half_life_by_head"]):
+            assert 0 < rate < 1 and both < kept
+            assert both == pytest.approx(math.log(0.5) / math.log(0.5 ** (1 / kept) * (1 - rate / 32)), rel=1e-2)
 
 
 def test_gpu_check_stops_without_a_gpu_and_prints_its_table(tmp_path):

@@ -207,6 +207,25 @@ class SelfModifyingMemory(nn.Module):
         # read uses (keys and values are normalised, the memory's read goes through out_norm).
         return k, F.normalize(box_apply(prior, change, v, self.kind), dim=-1)
 
+    def retention(self, logit: Tensor, mem_gate: Tensor | float) -> Tensor:
+        """Retention alpha of each token from its logit ``(B, H, L)``: at least a timescale head's floor; a
+        mem_write gate of 0 freezes the memory at its init (no forgetting, alpha = 1)."""
+        keep = torch.sigmoid(logit)
+        if self.retention_floor is not None:
+            keep = self.retention_floor[:, None] + (1 - self.retention_floor[:, None]) * keep
+        return 1 - mem_gate * (1 - keep)
+
+    def rate(self, logit: Tensor, surprise: Tensor, mem_gate: Tensor | float,
+             surprise_scale: Tensor | float) -> Tensor:
+        """Inner rate eta ``(B, 1, H, c)`` of each token from its logit and normalised surprise ``(B, 1, H, c)``:
+        raised by surprise, under a timescale head's ceiling, and with `write_threshold` only where surprising."""
+        eta = torch.sigmoid(logit + surprise_scale * surprise) * mem_gate
+        if self.rate_cap is not None:
+            eta = eta * self.rate_cap[:, None]
+        if self.write_threshold is not None:  # sparse writes: only the surprising tokens write
+            eta = eta * torch.sigmoid(WRITE_SHARPNESS * (surprise - self.write_threshold))
+        return eta
+
     def _write_inputs(self, prior: tuple[Tensor, ...], k: Tensor, v_hat: Tensor) -> tuple[Tensor, Tensor]:
         """`hope.ops.memory.write_inputs`; a linear box's keys are unit already (kappa = k, tau = v_hat - W_0 k)."""
         if self.kind == "linear":
@@ -292,9 +311,7 @@ class SelfModifyingMemory(nn.Module):
         k_start = k_state[:, :1] if running is change else kappa @ change[:, :1].mT  # the memory box at the start
         err = (k_start - tau[:, :1]).pow(2).sum(-1)[:, 0]  # (B, H, c) memory box error at the chunk-start state
         surprise = self._surprise(err, mean, sq, seen, acc, counts)
-        eta = torch.sigmoid(chunk.gate + surprise_scale * surprise[:, None]) * mem_gate  # (B, 1, H, c)
-        if self.write_threshold is not None:  # sparse writes: only the surprising tokens write
-            eta = eta * torch.sigmoid(WRITE_SHARPNESS * (surprise[:, None] - self.write_threshold))
+        eta = self.rate(chunk.gate, surprise[:, None], mem_gate, surprise_scale)  # (B, 1, H, c)
         eta = eta if box_rate is None else eta * box_rate  # (B, 1|boxes, H, c)
         plan = ChunkPlan(eta, eta.unsqueeze(-1) * (chunk.keep_strict * (kappa @ kappa.mT)), chunk.decay, chunk.keep)
         written = write_chunk(running, kappa, tau, plan, key_state=k_state)  # (B, boxes, H, c, d)
@@ -333,18 +350,14 @@ class SelfModifyingMemory(nn.Module):
             u, u_prev = u.to(fd), u_prev.to(fd)
             logits = self.gates(u).view(B, L, 2, H).permute(2, 0, 3, 1)  # (2, B, H, L)
             # mem_write gate 0 freezes the memory at its init: no writes (eta = 0) and no forgetting (alpha = 1)
-            keep = torch.sigmoid(logits[1])  # (B, H, L)
-            if self.retention_floor is not None:
-                keep = self.retention_floor[:, None] + (1 - self.retention_floor[:, None]) * keep
-            alpha = 1 - mem_gate * (1 - keep)  # (B, H, L)
+            alpha = self.retention(logits[1], mem_gate)  # (B, H, L)
             q = F.normalize(self._heads(self.q_proj(u)), dim=-1)  # (B, H, L, d)
             inputs = self.box_inputs(u_prev, x.to(fd))  # (B, 2, H, L, d)
             prior = self.prior(fd)
             box_rate = None if self.kv_rate_logit is None else torch.cat(  # (1, boxes, H, 1): memory box at 1
                 [torch.ones_like(self.kv_rate_logit[:1]), torch.sigmoid(self.kv_rate_logit)]).to(fd)[None, :, :, None]
             fq, base_q = features(tuple(w[:, :1] for w in prior), q[:, None], kind)  # q is static: read features once
-            write_gate = mem_gate if self.rate_cap is None else mem_gate * self.rate_cap[:, None]  # () or (H, 1)
-            gates = (write_gate, surprise_scale, box_rate)  # the model's 0-dim schedule tensors: no host value
+            gates = (mem_gate, surprise_scale, box_rate)  # the model's 0-dim schedule tensors: no host value
             stats = state.change, state.running, state.err_mean, state.err_sq, state.seen, state.chunk_err
             o, surprise, stats = self._scan(inputs, logits[0], alpha, (fq, base_q), stats, prior, gates, offset)
         y = self.out_norm(o.to(x.dtype)).transpose(1, 2).reshape(B, L, C)
