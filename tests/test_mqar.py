@@ -387,3 +387,60 @@ def test_breakdown_by_query_order_tells_elimination_from_lookup(monkeypatch) -> 
     assert elim["elimination_by_order"] == [0.125, 0.1429, 0.1667, 0.2, 0.25, 0.3333, 0.5, 1.0]
     same = mqar_accuracy(_Stub(repeat=False, eliminate=True), 8, 0, trials=120, seed=0, device="cpu")
     assert elim["accuracy"] == pytest.approx(same["accuracy"]) and elim["first_accuracy"] == same["first_accuracy"]
+
+
+def _fading_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mqar_fading", ROOT / "scripts" / "mqar_fading.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_fading_interventions_remove_what_they_name(ckpt: Path) -> None:
+    """scripts/mqar_fading.py: 'filler silent' zeroes the SMT's rate and the bank's write strength at filler bytes
+    only; with 'SMT retains' too, the SMT's memory after a run of filler is the memory before it, bit for bit (nothing
+    writes, nothing decays); the bank interventions restore the model afterwards."""
+    from hope.checkpoint import load_model
+
+    script = _fading_script()
+    model, _, _ = load_model(str(ckpt), "cpu")
+    model.eval()
+    row = mqar.make_row(random.Random(0), 4, 40).tokens[None, :-1]
+    filler = (row >= 0x40) & (row < 0x80)
+    smt = model.blocks[0].smt
+    rates = []
+    smt.rate = lambda *a, rule=smt.rate: rates.append(rule(*a)) or rates[-1]
+    try:
+        with torch.no_grad(), script.INTERVENTIONS["filler silent"](model):
+            model(row)
+    finally:
+        del smt.rate
+    eta = torch.cat(rates, dim=-1)[0, 0]  # (H, L)
+    assert eta[:, filler[0]].max() < 1e-12 and eta[:, ~filler[0]].min() > 1e-3
+    keys = mqar.make_row(random.Random(1), 4, 0).tokens[None, :8]
+    with torch.no_grad():
+        _, _, state = model(keys)
+        with script.INTERVENTIONS["filler silent"](model), script.INTERVENTIONS["SMT retains"](model):
+            _, _, after = model(torch.full((1, 24), 0x41), state=state)
+    assert torch.equal(after.layers[0].smt.change, state.layers[0].smt.change)
+    bank = model.blocks[0].bank
+    with script.INTERVENTIONS["bank never ages"](model):
+        assert model.blocks[0].bank.aging == 1.0
+    assert model.blocks[0].bank is bank and bank.aging < 1.0
+    with script.INTERVENTIONS["bank off"](model):
+        assert model.blocks[0].bank is None
+        assert 0 <= mqar_accuracy(model, 4, 8, trials=2, device="cpu")["accuracy"] <= 1
+
+
+def test_fading_script_prints_gates_and_every_intervention(ckpt: Path, capsys) -> None:
+    script = _fading_script()
+    assert script.main(["--ckpt", str(ckpt), "--pairs", "4", "--gaps", "0,40", "--samples", "2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    gates = [line["gates"] for line in lines if "gates" in line]
+    assert len(gates) == 1 and set(gates[0]) == {"block", "filler", "pairs"}
+    runs = [line for line in lines if "intervention" in line]
+    assert [(r["intervention"], r["gap"]) for r in runs] == [(n, g) for n in script.INTERVENTIONS for g in (0, 40)]
+    assert script.main(["--ckpt", str(ckpt), "--only", "bank gone"]) == 2
+    assert "unknown intervention" in capsys.readouterr().err
