@@ -1,5 +1,5 @@
 """Why does MQAR recall fade with the gap? Accuracy of a HOPE checkpoint under evaluation-time interventions that
-each remove one cause of fading (docs/results.md §1, "What fades"):
+each remove one cause of fading (docs/results.md §1):
 
     as trained          the model unchanged
     bank off            every block's episodic bank removed (its read no longer added)
