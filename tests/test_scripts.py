@@ -93,3 +93,29 @@ def test_gpu_check_stops_without_a_gpu_and_prints_its_table(tmp_path):
         "train_bf16", "train_fp16", "resume", "generate", "tests_cuda", "bench_train", "bench_ops", "bench_generate"]
     assert all(" | FAILED | 0.0 | not run: the 0 s budget is spent | `" in row for row in rows[1:])
     assert "--amp fp16" in rows[2] and "-m pytest -q -s -m cuda" in rows[5] and "8 step(s) FAILED" in r.stdout
+
+
+def test_paired_seeds_pairs_by_seed_and_calls_ties(tmp_path, capsys):
+    """scripts/paired_seeds.py: per bin the mean and sd over seeds; the paired difference's standard error is the
+    sd of the differences / sqrt(n), so a constant offset under a large seed spread is still a lead, and a
+    difference under twice its se is a tie."""
+    def write(name, losses):
+        path = tmp_path / f"{name}.csv"
+        rows = ["bin_start,bin_end,loss,model_type,checkpoint"]
+        rows += [f"{a},{b},{v},hope,{name}.pt" for (a, b), v in zip([(0, 64), (64, 256)], losses)]
+        path.write_text("\n".join(rows) + "\n")
+        return str(path)
+
+    base = [write(f"b{i}", [2.0 + s, 1.5 + s]) for i, s in enumerate([0.0, 0.1, 0.2])]
+    # bin 1: exactly 0.05 below each seed's baseline (a lead); bin 2: +-0.03 around it (a tie)
+    hope = [write(f"h{i}", [1.95 + s, 1.5 + s + e]) for i, (s, e) in enumerate([(0.0, 0.03), (0.1, -0.03), (0.2, 0.0)])]
+    script = _script("paired_seeds")
+    assert script.main(["--ref", "baseline", "HOPE=" + ",".join(hope), "baseline=" + ",".join(base)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "| | [0, 64) | [64, 256) |"
+    assert out[3] == "| baseline (n = 3) | 2.1000 ± 0.1000 | 1.6000 ± 0.1000 |"
+    assert out[4] == "| HOPE - baseline, paired (± se) | -0.0500 ± 0.0000 (better) | +0.0000 ± 0.0173 (tie) |"
+    assert script.main(["--ref", "baseline", "HOPE=" + hope[0], "baseline=" + ",".join(base)]) == 0
+    assert "(one seed)" in capsys.readouterr().out
+    assert script.main(["HOPE=" + ",".join(hope), "baseline=" + base[0]]) == 2
+    assert script.main(["HOPE=" + str(tmp_path / "missing.csv")]) == 2
