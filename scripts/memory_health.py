@@ -70,7 +70,7 @@ def health(model: torch.nn.Module, text: torch.Tensor, seed: int = 0) -> list[di
         row.update(surprise_std=s.std().item(), surprise_p05=s.quantile(0.05).item(),
                    surprise_p95=s.quantile(0.95).item(), first_chunk_surprise_std=first.std().item())
         logits = torch.cat(gates[i], dim=1)[0].view(-1, 2, smt.num_heads)  # (L, 2, H)
-        eta, alpha = torch.sigmoid(logits[:, 0]), smt.retention(logits[:, 1], model.mem_gate)  # (L, H)
+        eta, alpha = torch.sigmoid(logits[:, 0]), smt.retention(logits[:, 1].T[None], model.mem_gate)[0].T  # (L, H)
         mean_alpha = alpha.mean().item()
         row.update(mean_eta=eta.mean().item(), mean_retention=mean_alpha, min_retention=alpha.min().item(),
                    retention_half_life=half_life(mean_alpha))

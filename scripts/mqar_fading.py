@@ -131,7 +131,7 @@ def gates_by_kind(model: torch.nn.Module, pairs: int, gap: int, seed: int = 0) -
     for i, b in enumerate(model.blocks):
         eta = torch.cat(rates[i], dim=-1)[0, 0]  # (H, L)
         g = torch.cat(logits[i], dim=1)[0].view(-1, 2, b.smt.num_heads)  # (L, 2, H)
-        alpha = b.smt.retention(g[:, 1], model.mem_gate).T  # (H, L)
+        alpha = b.smt.retention(g[:, 1].T[None], model.mem_gate)[0]  # (H, L)
         row_out = {"block": i}
         for kind, mask in (("filler", filler), ("pairs", ~filler)):
             e, a = eta[:, mask].mean().item(), alpha[:, mask].mean().item()
