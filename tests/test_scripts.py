@@ -119,3 +119,20 @@ def test_paired_seeds_pairs_by_seed_and_calls_ties(tmp_path, capsys):
     assert "(one seed)" in capsys.readouterr().out
     assert script.main(["HOPE=" + ",".join(hope), "baseline=" + base[0]]) == 2
     assert script.main(["HOPE=" + str(tmp_path / "missing.csv")]) == 2
+
+
+def test_memory_health_sees_timescale_heads(tmp_path):
+    """With memory_timescales, each head's retention half-life is at least its timescale and its rate at most
+    its ceiling (the layer's own rules, read through the script)."""
+    from hope.config import Config, validate
+    from hope.models import build_model
+
+    cfg = Config(dim=32, depth=1, num_heads=4, seq_len=64, max_len=64, memory_timescales=[0, 64, 512, 4096])
+    validate(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    text = torch.tensor(list(b"To be, or not to be, that is the question. " * 12))
+    (row,) = _script("memory_health").health(model, text)
+    kept, rates = row["retention_half_life_by_head"], row["rate_by_head"]
+    assert all(k >= t for k, t in zip(kept[1:], [64, 512, 4096]))
+    assert all(r <= 8 * math.log(2) / t + 1e-6 for r, t in zip(rates[1:], [64, 512, 4096]))
