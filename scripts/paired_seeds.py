@@ -41,10 +41,10 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return m, sd
 
 
-def verdict(diff: float, se: float, lower_is_better: bool) -> str:
+def verdict(diff: float, se: float, lower_is_better: bool, resolution: float) -> str:
     if not math.isfinite(se):
         return "one seed"
-    if abs(diff) < 2 * se:
+    if abs(diff) < 2 * se or abs(diff) < resolution:  # under twice its se, or under the table's last digit
         return "tie"
     return "better" if (diff < 0) == lower_is_better else "worse"
 
@@ -68,7 +68,7 @@ def table(groups: dict[str, list[dict[str, float]]], ref: str, lower_is_better: 
             d, sd = mean_sd(diffs)
             se = sd / math.sqrt(len(diffs))
             spread = "" if math.isnan(se) else f" ± {se:.{digits}f}"
-            cells.append(f"{d:+.{digits}f}{spread} ({verdict(d, se, lower_is_better)})")
+            cells.append(f"{d:+.{digits}f}{spread} ({verdict(d, se, lower_is_better, 0.5 * 10 ** -digits)})")
         lines.append(f"| {name} - {ref}, paired (± se) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
