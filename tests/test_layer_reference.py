@@ -126,18 +126,27 @@ def assert_smt_runs(got, want, what: str) -> dict[str, torch.Tensor]:
     return g_ref
 
 
+def module_and_oracle(smt: SelfModifyingMemory, carried: bool):
+    """One call of the module and of the oracle on the same inputs (fresh or carried state), and a function that
+    runs another module on those inputs."""
+    state = carried_smt_state(smt) if carried else smt.init_state(B, torch.device("cpu"))
+    offset = L_FIRST % smt.chunk if carried else 0
+    x = torch.randn(B, L, DIM, generator=torch.Generator().manual_seed(2), dtype=DT)
+    fields = SMT_CARRIED_LEAVES if carried else SMT_LEAVES
+
+    def run(m):
+        return smt_run(m, lambda *a: m(*a, *GATES), x, state, offset, fields)
+
+    return run(smt), smt_run(smt, lambda *a: smt_reference(smt, *a, *GATES), x, state, offset, fields), run
+
+
 @pytest.mark.parametrize("carried", [False, True], ids=["fresh", "carried"])
 @pytest.mark.parametrize("chunk", CHUNKS)
 @pytest.mark.parametrize("self_modifying", [True, False], ids=["selfmod", "titans"])
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
 def test_smt_matches_token_loop(kind, self_modifying, chunk, carried):
     smt = make_smt(kind, self_modifying, chunk)
-    state = carried_smt_state(smt) if carried else smt.init_state(B, torch.device("cpu"))
-    offset = L_FIRST % chunk if carried else 0
-    x = torch.randn(B, L, DIM, generator=torch.Generator().manual_seed(2), dtype=DT)
-    fields = SMT_CARRIED_LEAVES if carried else SMT_LEAVES
-    module = smt_run(smt, lambda *a: smt(*a, *GATES), x, state, offset, fields)
-    oracle = smt_run(smt, lambda *a: smt_reference(smt, *a, *GATES), x, state, offset, fields)
+    module, oracle, _ = module_and_oracle(smt, carried)
     g_ref = assert_smt_runs(module, oracle, "one call")
     assert module[2].seen.min() == 1  # a chunk was committed in the call
     # The comparison is not vacuous: every gradient moves (at chunk 1 the carried error sums are 0 and a fresh
@@ -152,15 +161,9 @@ def test_smt_timescale_heads_and_sparse_writes_match_token_loop(chunk, carried):
     """`memory_timescales` (one free head, one of 8 bytes: a retention floor and an inner-rate ceiling) and
     `write_threshold` (sparse writes) agree with the oracle in outputs, states and every gradient."""
     smt = make_smt("linear", True, chunk, timescales=(0.0, 8.0), write_threshold=0.5)
-    state = carried_smt_state(smt) if carried else smt.init_state(B, torch.device("cpu"))
-    offset = L_FIRST % chunk if carried else 0
-    x = torch.randn(B, L, DIM, generator=torch.Generator().manual_seed(2), dtype=DT)
-    fields = SMT_CARRIED_LEAVES if carried else SMT_LEAVES
-    module = smt_run(smt, lambda *a: smt(*a, *GATES), x, state, offset, fields)
-    oracle = smt_run(smt, lambda *a: smt_reference(smt, *a, *GATES), x, state, offset, fields)
+    module, oracle, run = module_and_oracle(smt, carried)
     assert_smt_runs(module, oracle, "timescales + threshold")
-    free = make_smt("linear", True, chunk)
-    plain = smt_run(free, lambda *a: free(*a, *GATES), x, state, offset, fields)
+    plain = run(make_smt("linear", True, chunk))
     assert (module[0] - plain[0]).abs().max() > 1e-3  # the switches change the layer
 
 
