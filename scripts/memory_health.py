@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 import torch
 import torch.nn.functional as F
@@ -24,33 +23,21 @@ import torch.nn.functional as F
 from hope.checkpoint import load_model
 from hope.config import Config, validate
 from hope.data.corpus import load_bytes
+from hope.eval.gates import half_life, record_gates, write_half_life
 from hope.models import build_model
 from hope.ops.memory import box_apply
 
 
-def half_life(keep: float) -> float:
-    """Bytes until a factor `keep` per byte halves what it keeps."""
-    return math.log(0.5) / math.log(keep) if keep < 1 else math.inf
-
-
 def health(model: torch.nn.Module, text: torch.Tensor, seed: int = 0) -> list[dict[str, float]]:
     surprises: list[list[torch.Tensor]] = [[] for _ in model.blocks]
-    gates: list[list[torch.Tensor]] = [[] for _ in model.blocks]  # (B, L, 2H) logits: H inner rates, H retentions
     hooks = [b.smt.register_forward_hook(lambda _m, _a, out, i=i: surprises[i].append(out[1]))
              for i, b in enumerate(model.blocks)]
-    hooks += [b.smt.gates.register_forward_hook(lambda _m, _a, out, i=i: gates[i].append(out))
-              for i, b in enumerate(model.blocks)]
-    rates: list[list[torch.Tensor]] = [[] for _ in model.blocks]  # (1, 1, H, c): every token's inner rate eta
-    for i, b in enumerate(model.blocks):  # record what the layer's own rate rule returns (the instance attribute)
-        b.smt.rate = lambda *a, rule=b.smt.rate, i=i: rates[i].append(rule(*a)) or rates[i][-1]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), record_gates(model) as gates:
             _, _, state = model(text[None].long())
     finally:
         for h in hooks:
             h.remove()
-        for b in model.blocks:
-            del b.smt.rate
     g = torch.Generator().manual_seed(seed)
     rows = []
     for i, (block, layer) in enumerate(zip(model.blocks, state.layers)):
@@ -69,21 +56,17 @@ def health(model: torch.nn.Module, text: torch.Tensor, seed: int = 0) -> list[di
         first = s[:smt.chunk]
         row.update(surprise_std=s.std().item(), surprise_p05=s.quantile(0.05).item(),
                    surprise_p95=s.quantile(0.95).item(), first_chunk_surprise_std=first.std().item())
-        logits = torch.cat(gates[i], dim=1)[0].view(-1, 2, smt.num_heads)  # (L, 2, H)
-        eta, alpha = torch.sigmoid(logits[:, 0]), smt.retention(logits[:, 1].T[None], model.mem_gate)[0].T  # (L, H)
+        eta, alpha = torch.sigmoid(gates.logit(i)[:, 0]), gates.retention(model, i).T  # (L, H) each
         mean_alpha = alpha.mean().item()
         row.update(mean_eta=eta.mean().item(), mean_retention=mean_alpha, min_retention=alpha.min().item(),
                    retention_half_life=half_life(mean_alpha))
         # Per head, the rate each token wrote at (surprise, ceilings and threshold included) and how long a write
-        # survives both the head's retention and the overwriting by later writes (a write at rate eta removes
-        # ~eta / d of an association stored along another direction: architecture.md, "Timescale heads and sparse
-        # writes"): survival per byte alpha (1 - eta / d).
-        written = torch.cat(rates[i], dim=-1)[0, 0]  # (H, L)
-        eta_h, alpha_h = written.mean(-1), alpha.mean(0)  # (H,)
-        survive = alpha_h * (1 - eta_h / smt.head_dim)
-        row.update(rate_by_head=eta_h.tolist(), write_share_by_head=(written > 0.1).float().mean(-1).tolist(),
-                   retention_half_life_by_head=[half_life(a) for a in alpha_h.tolist()],
-                   memory_half_life_by_head=[half_life(a) for a in survive.tolist()])
+        # survives the head's retention alone and with the overwriting by later writes (hope.eval.gates).
+        written = gates.rate(i)  # (H, L)
+        eta_h, alpha_h = written.mean(-1).tolist(), alpha.mean(0).tolist()  # per head
+        row.update(rate_by_head=eta_h, write_share_by_head=(written > 0.1).float().mean(-1).tolist(),
+                   retention_half_life_by_head=[half_life(a) for a in alpha_h],
+                   memory_half_life_by_head=[write_half_life(a, e, smt.head_dim) for a, e in zip(alpha_h, eta_h)])
         rows.append(row)
     return rows
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import random
 import sys
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ import torch
 from hope.checkpoint import load_model
 from hope.data import mqar
 from hope.errors import HopeError
+from hope.eval.gates import record_gates, write_half_life
 from hope.eval.long import mqar_accuracy, parse_gaps
 
 SILENT = -50.0  # a logit whose sigmoid is 0 in float32, whatever surprise adds (clipped to +-3)
@@ -114,30 +114,17 @@ def gates_by_kind(model: torch.nn.Module, pairs: int, gap: int, seed: int = 0) -
     row = mqar.make_row(random.Random(seed), pairs, gap)
     tokens = row.tokens[None, :-1].to(next(model.parameters()).device)
     filler = ((tokens >= min(mqar.FILLER)) & (tokens <= max(mqar.FILLER)))[0]  # (L,)
-    rates, logits = [[] for _ in model.blocks], [[] for _ in model.blocks]
-    hooks = [b.smt.gates.register_forward_hook(lambda _m, _a, out, i=i: logits[i].append(out))
-             for i, b in enumerate(model.blocks)]
-    for i, b in enumerate(model.blocks):
-        b.smt.rate = lambda *a, rule=b.smt.rate, i=i: rates[i].append(rule(*a)) or rates[i][-1]
-    try:
-        model.eval()
+    model.eval()
+    with record_gates(model) as gates:
         model(tokens)
-    finally:
-        for h in hooks:
-            h.remove()
-        for b in model.blocks:
-            del b.smt.rate
     out = []
     for i, b in enumerate(model.blocks):
-        eta = torch.cat(rates[i], dim=-1)[0, 0]  # (H, L)
-        g = torch.cat(logits[i], dim=1)[0].view(-1, 2, b.smt.num_heads)  # (L, 2, H)
-        alpha = b.smt.retention(g[:, 1].T[None], model.mem_gate)[0]  # (H, L)
+        eta, alpha = gates.rate(i), gates.retention(model, i)  # (H, L) each
         row_out = {"block": i}
         for kind, mask in (("filler", filler), ("pairs", ~filler)):
             e, a = eta[:, mask].mean().item(), alpha[:, mask].mean().item()
-            keep = a * (1 - e / b.smt.head_dim)
             row_out[kind] = {"rate": round(e, 4), "retention": round(a, 6),
-                             "write_half_life": round(math.log(0.5) / math.log(keep), 1) if keep < 1 else math.inf}
+                             "write_half_life": round(write_half_life(a, e, b.smt.head_dim), 1)}
         out.append(row_out)
     return out
 

@@ -21,6 +21,7 @@ from hope.data import mqar
 from hope.data.corpus import synthetic_corpus
 from hope.data.loader import sample_batch
 from hope.eval import long as long_eval
+from hope.eval.gates import record_gates
 from hope.eval.lm import token_sums
 from hope.eval.long import mqar_accuracy
 from hope.models import build_model
@@ -409,15 +410,9 @@ def test_fading_interventions_remove_what_they_name(ckpt: Path) -> None:
     model.eval()
     row = mqar.make_row(random.Random(0), 4, 40).tokens[None, :-1]
     filler = (row >= 0x40) & (row < 0x80)
-    smt = model.blocks[0].smt
-    rates = []
-    smt.rate = lambda *a, rule=smt.rate: rates.append(rule(*a)) or rates[-1]
-    try:
-        with torch.no_grad(), script.INTERVENTIONS["filler silent"](model):
-            model(row)
-    finally:
-        del smt.rate
-    eta = torch.cat(rates, dim=-1)[0, 0]  # (H, L)
+    with torch.no_grad(), record_gates(model) as gates, script.INTERVENTIONS["filler silent"](model):
+        model(row)
+    eta = gates.rate(0)  # (H, L)
     assert eta[:, filler[0]].max() < 1e-12 and eta[:, ~filler[0]].min() > 1e-3
     keys = mqar.make_row(random.Random(1), 4, 0).tokens[None, :8]
     with torch.no_grad():

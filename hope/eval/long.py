@@ -124,6 +124,19 @@ def _piece_len(model: torch.nn.Module) -> int:
     return max(seg, (PIECE_TOKENS // seg) * seg)  # whole segments: the same segmentation as one long call
 
 
+def _check_counts(gap: int, count: int, batch_size: int, name: str) -> None:
+    """One-line errors for a negative gap and a non-positive sample count (`name`) or batch size."""
+    if gap < 0:
+        raise HopeError(f"gap must be >= 0, got {gap}")
+    if count <= 0 or batch_size <= 0:
+        raise HopeError(f"{name} and batch_size must be > 0, got {count} and {batch_size}")
+
+
+def _model_device(model: torch.nn.Module, device: torch.device | str | None) -> torch.device:
+    """`device`, or the model's when None."""
+    return torch.device(next(model.parameters()).device if device is None else device)
+
+
 @torch.no_grad()
 def value_logprobs(model: torch.nn.Module, tokens: torch.Tensor, value_start: int, amp: bool = False,
                    amp_dtype: str = "bf16") -> torch.Tensor:
@@ -162,15 +175,10 @@ def recall_prob(model: torch.nn.Module, gap: int, trials: int = 64, seed: int = 
     it alone; DataError when no document is longer than the gap. Episodes of equal length run as one batch.
     Returns {recall_prob, chance, trials, gap}.
     """
-    if gap < 0:
-        raise HopeError(f"gap must be >= 0, got {gap}")
-    if trials <= 0 or batch_size <= 0:
-        raise HopeError(f"trials and batch_size must be > 0, got {trials} and {batch_size}")
+    _check_counts(gap, trials, batch_size, "trials")
     if filler is None:
         filler = recall_filler(None, seed)
-    if device is None:
-        device = next(model.parameters()).device
-    device = torch.device(device)
+    device = _model_device(model, device)
     if documents is None:
         episodes = [make_episode(random.Random(seed + i), gap, filler) for i in range(trials)]
     else:
@@ -255,13 +263,8 @@ def mqar_hits(model: torch.nn.Module, pairs: int, gap: int, trials: int = 64, se
         mqar.check_pairs(pairs)
     except ValueError as exc:
         raise HopeError(str(exc)) from None
-    if gap < 0:
-        raise HopeError(f"gap must be >= 0, got {gap}")
-    if trials <= 0 or batch_size <= 0:
-        raise HopeError(f"trials and batch_size must be > 0, got {trials} and {batch_size}")
-    if device is None:
-        device = next(model.parameters()).device
-    device = torch.device(device)
+    _check_counts(gap, trials, batch_size, "trials")
+    device = _model_device(model, device)
     rows = [mqar.make_row(random.Random(seed + i), pairs, gap, hide_answers=hide_answers) for i in range(trials)]
     answers = rows[0].answers  # every row of one (pairs, gap) has the same layout
     was_training = model.training
@@ -445,15 +448,10 @@ def copy_gain(model: torch.nn.Module, gap: int, passage: int = COPY_PASSAGE, sam
     copy_gain mixes that drift in, control_gain does not); without it those three are None.
     """
     check_copy(passage, lead)
-    if gap < 0:
-        raise HopeError(f"gap must be >= 0, got {gap}")
-    if samples <= 0 or batch_size <= 0:
-        raise HopeError(f"samples and batch_size must be > 0, got {samples} and {batch_size}")
+    _check_counts(gap, samples, batch_size, "samples")
     if text is None:
         text = recall_filler(None, seed)
-    if device is None:
-        device = next(model.parameters()).device
-    device = torch.device(device)
+    device = _model_device(model, device)
     rows, controls = copy_rows(text, passage, gap, lead, samples, seed, documents, control)
     first, second = copy_spans(passage, gap, lead)
     was_training = model.training
